@@ -1,0 +1,52 @@
+package main
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/execgw/execgw/internal/config"
+)
+
+// check validates a configuration as serve would, without serving.
+func check(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "config.yaml", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return exitCode(2)
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return err
+	}
+	if err := checkContainment(cfg); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s: ok, %d commands\n", cfg.Path, len(cfg.Commands))
+	return err
+}
+
+// token prints a new random token and the config entry that accepts it:
+// the config holds only the token's SHA-256.
+func token(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	name := fs.String("name", "client", "name of the token in logs and job records")
+	if err := fs.Parse(args); err != nil {
+		return exitCode(2)
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return err
+	}
+	tok := "egw_" + base64.RawURLEncoding.EncodeToString(secret)
+	sum := sha256.Sum256([]byte(tok))
+	_, err := fmt.Fprintf(stdout, "token: %s\n\nadd to config.yaml under auth.tokens:\n    - {name: %s, sha256: %q, commands: [\"*\"]}\n",
+		tok, *name, hex.EncodeToString(sum[:]))
+	return err
+}

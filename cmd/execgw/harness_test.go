@@ -1,0 +1,353 @@
+package main
+
+// The end-to-end tests drive the real binary, built once per test run
+// (with -race when the tests run with it), over a real socket, with real
+// signals and real processes, as an operator's client would.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+var (
+	buildDir  string
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	var err error
+	buildDir, err = os.MkdirTemp("", "execgw-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(buildDir)
+	http.DefaultClient.CloseIdleConnections()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left behind:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// binary builds the gateway once and returns its path.
+func binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildPath = filepath.Join(buildDir, "execgw")
+		args := []string{"build", "-o", buildPath}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// gateway is one running execgw process.
+type gateway struct {
+	t        testing.TB
+	cmd      *exec.Cmd
+	URL      string
+	Dir      string // holds config.yaml and the state dir
+	log      *logBuffer
+	exited   chan struct{}
+	exitErr  error
+	stopOnce sync.Once
+}
+
+// gatewayOptions tune startGateway.
+type gatewayOptions struct {
+	dir   string   // reuse a directory (and so a state dir); default: a new one
+	env   []string // extra environment of the gateway process
+	extra func(cmd *exec.Cmd)
+}
+
+// startGateway writes config (YAML; "listen" and "state_dir" are added)
+// and starts the binary on a free loopback port.
+func startGateway(t testing.TB, config string, opts ...gatewayOptions) *gateway {
+	t.Helper()
+	var o gatewayOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	dir := o.dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	full := "listen: 127.0.0.1:0\nstate_dir: ./state\nlog: {level: debug, format: json}\n" + config
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(full), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary(t), "serve", "--config", path)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, o.env...)
+	g := &gateway{t: t, cmd: cmd, Dir: dir, log: newLogBuffer(), exited: make(chan struct{})}
+	cmd.Stderr = g.log
+	cmd.Stdout = g.log
+	if o.extra != nil {
+		o.extra(cmd)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { // exits when the gateway process does
+		g.exitErr = cmd.Wait()
+		close(g.exited)
+	}()
+	t.Cleanup(g.kill)
+	if g.URL == "" {
+		addr := g.waitLog(`"message":"serving"`, 20*time.Second)
+		var line struct {
+			Listen string `json:"listen"`
+		}
+		if err := json.Unmarshal([]byte(addr), &line); err != nil {
+			t.Fatalf("serving line %q: %v", addr, err)
+		}
+		g.URL = "http://" + line.Listen
+	}
+	return g
+}
+
+// waitLog waits for a log line containing substr and returns it.
+func (g *gateway) waitLog(substr string, timeout time.Duration) string {
+	g.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if line := g.log.find(substr); line != "" {
+			return line
+		}
+		select {
+		case <-g.exited:
+			if line := g.log.find(substr); line != "" {
+				return line
+			}
+			g.t.Fatalf("gateway exited (%v) before logging %q; log:\n%s", g.exitErr, substr, g.log.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	g.t.Fatalf("no log line with %q after %v; log:\n%s", substr, timeout, g.log.String())
+	return ""
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (g *gateway) stop() {
+	g.t.Helper()
+	g.signal(syscall.SIGTERM)
+	if err := g.wait(60 * time.Second); err != nil {
+		g.t.Fatalf("gateway exit: %v; log:\n%s", err, g.log.String())
+	}
+}
+
+func (g *gateway) signal(sig syscall.Signal) {
+	g.t.Helper()
+	if err := g.cmd.Process.Signal(sig); err != nil {
+		g.t.Fatalf("signal gateway: %v", err)
+	}
+}
+
+// wait waits for the gateway to exit and returns its exit error.
+func (g *gateway) wait(timeout time.Duration) error {
+	select {
+	case <-g.exited:
+		return g.exitErr
+	case <-time.After(timeout):
+		return fmt.Errorf("still running after %v", timeout)
+	}
+}
+
+func (g *gateway) kill() {
+	g.stopOnce.Do(func() {
+		select {
+		case <-g.exited:
+		default:
+			_ = g.cmd.Process.Kill()
+			<-g.exited
+		}
+	})
+}
+
+// do sends a request and returns the response with its body read.
+func (g *gateway) do(method, path string, body io.Reader, header ...string) (*http.Response, []byte) {
+	g.t.Helper()
+	req, err := http.NewRequest(method, g.URL+path, body)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		g.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		g.t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return resp, b
+}
+
+// record is the part of a job record the tests read.
+type record struct {
+	ID              string            `json:"id"`
+	Command         string            `json:"command"`
+	Params          map[string]string `json:"params"`
+	State           string            `json:"state"`
+	ExitCode        *int              `json:"exit_code"`
+	Signal          *string           `json:"signal"`
+	CancelReason    *string           `json:"cancel_reason"`
+	Limit           *string           `json:"limit"`
+	Pid             int               `json:"pid"`
+	StartedAt       *time.Time        `json:"started_at"`
+	EndedAt         *time.Time        `json:"ended_at"`
+	DurationMs      *int64            `json:"duration_ms"`
+	StdoutBytes     int64             `json:"stdout_bytes"`
+	StderrBytes     int64             `json:"stderr_bytes"`
+	StdoutTruncated bool              `json:"stdout_truncated"`
+	Stdout          *string           `json:"stdout"`
+	Stderr          *string           `json:"stderr"`
+}
+
+// jobLine is the part of a job event log line the tests read.
+type jobLine struct {
+	JobID string `json:"job_id"`
+	Pid   int    `json:"pid"`
+	State string `json:"state"`
+}
+
+func decode[T any](t testing.TB, b []byte) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("decode %s: %v", b, err)
+	}
+	return v
+}
+
+// apiErr is the contract's error body.
+type apiErr struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// groupMembers lists the pids whose process group is pgid.
+func groupMembers(pgid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which may hold spaces and ')'.
+		rest := string(stat[bytes.LastIndexByte(stat, ')')+2:])
+		f := strings.Fields(rest)
+		// f[0] state, f[1] ppid, f[2] pgrp
+		if len(f) > 2 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	rest := string(stat[bytes.LastIndexByte(stat, ')')+2:])
+	return !strings.HasPrefix(rest, "Z") && !strings.HasPrefix(rest, "X")
+}
+
+// logBuffer collects the gateway's log lines safely across goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func newLogBuffer() *logBuffer { return &logBuffer{} }
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *logBuffer) find(substr string) string {
+	sc := bufio.NewScanner(strings.NewReader(l.String()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), substr) {
+			return sc.Text()
+		}
+	}
+	return ""
+}
+
+// lines returns every log line containing all of substrs.
+func (l *logBuffer) lines(substrs ...string) []string {
+	var out []string
+	for line := range strings.SplitSeq(l.String(), "\n") {
+		ok := true
+		for _, s := range substrs {
+			ok = ok && strings.Contains(line, s)
+		}
+		if ok && line != "" {
+			out = append(out, line)
+		}
+	}
+	return out
+}

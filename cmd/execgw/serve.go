@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/execgw/execgw/internal/config"
+	"github.com/execgw/execgw/internal/handler"
+	"github.com/execgw/execgw/internal/jobs"
+	"github.com/execgw/execgw/internal/jobstore"
+	"github.com/execgw/execgw/internal/lifecycle"
+)
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "config.yaml", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return exitCode(2)
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	if err := checkContainment(cfg); err != nil {
+		return err
+	}
+
+	lns, activated, err := lifecycle.Listen(cfg.Listen)
+	if err != nil {
+		return err
+	}
+	defer closeAll(lns)
+	if err := checkExposure(cfg, lns); err != nil {
+		return err
+	}
+
+	spoolDir := filepath.Join(cfg.StateDir, "spool")
+	if err := os.MkdirAll(spoolDir, 0o700); err != nil {
+		return fmt.Errorf("state_dir: %w", err)
+	}
+	store, err := jobstore.OpenBolt(filepath.Join(cfg.StateDir, "jobs.db"))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	output, err := jobstore.NewFiles(filepath.Join(cfg.StateDir, "output"))
+	if err != nil {
+		return err
+	}
+
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	idle := lifecycle.NewIdle(cfg.IdleExit)
+	registry := jobs.New(jobs.Options{
+		Store:  store,
+		Output: output,
+		Log:    log,
+		Limits: jobs.Limits{
+			MaxConcurrent: cfg.MaxConcurrent,
+			MaxQueued:     cfg.MaxQueued,
+			OutputLimit:   cfg.OutputLimit,
+			Retention:     cfg.Retention,
+		},
+		Metrics:  metrics,
+		Activity: idle,
+	})
+	defer registry.Close()
+	if err := registry.Recover(ctx); err != nil {
+		return fmt.Errorf("recover jobs of the previous instance: %w", err)
+	}
+
+	var ready atomic.Bool
+	h := handler.New(handler.Options{
+		Config:   cfg,
+		Jobs:     registry,
+		Log:      log,
+		Metrics:  metrics,
+		Activity: idle,
+		Ready:    ready.Load,
+		SpoolDir: spoolDir,
+	})
+
+	log.Info().
+		Str("config", cfg.Path).
+		Str("state_dir", cfg.StateDir).
+		Bool("socket_activated", activated).
+		Str("containment", "process groups").
+		Int("commands", len(cfg.Commands)).
+		Msg("execgw starting")
+
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(signals)
+	return lifecycle.Run(lifecycle.Options{
+		Listeners:         lns,
+		Handler:           h,
+		Log:               log,
+		ReadHeaderTimeout: cfg.Limits.ReadHeaderTimeout,
+		IdleTimeout:       cfg.Limits.IdleTimeout,
+		MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,
+		MaxConnections:    cfg.Limits.MaxConnections,
+		ShutdownGrace:     cfg.ShutdownGrace,
+		Signals:           signals,
+		Idle:              idle,
+		SetReady:          ready.Store,
+		Drain:             registry.Shutdown,
+	})
+}
+
+// newLogger writes JSON lines, or a console format for people: when asked,
+// or by default when stderr is a terminal.
+func newLogger(cfg config.Log, w io.Writer) zerolog.Logger {
+	console := cfg.Format == "console"
+	if cfg.Format == "" {
+		if f, ok := w.(*os.File); ok {
+			_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+			console = err == nil
+		}
+	}
+	if console {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+	}
+	return zerolog.New(w).Level(cfg.Level).With().Timestamp().Logger()
+}
+
+// checkContainment refuses limits this build cannot enforce: a limit that
+// is silently ignored is worse than none.
+func checkContainment(cfg *config.Config) error {
+	var errs []error
+	for _, name := range cfg.CommandNames() {
+		cmd := cfg.Commands[name]
+		missing := func(limit, what string) {
+			errs = append(errs, fmt.Errorf("%s: command %q: %s cannot be enforced: %s", cfg.Path, name, limit, what))
+		}
+		const noCgroups = "per-job cgroups are not in use (process groups are the containment unit)"
+		if cmd.MemoryMax > 0 {
+			missing("memory_max", noCgroups)
+		}
+		if cmd.PidsMax > 0 {
+			missing("pids_max", noCgroups)
+		}
+		if cmd.CPUMax > 0 {
+			missing("cpu_max", noCgroups)
+		}
+		if len(cmd.Rlimits) > 0 {
+			missing("rlimits", "not supported by this version of execgw")
+		}
+		if cmd.Umask != nil {
+			missing("umask", "not supported by this version of execgw")
+		}
+		if cmd.User != "" || cmd.Group != "" {
+			missing("user/group", "not supported by this version of execgw")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkExposure refuses to serve without tokens on a listener other hosts
+// can reach, unless the config says so explicitly.
+func checkExposure(cfg *config.Config, lns []net.Listener) error {
+	if len(cfg.Auth.Tokens) > 0 || cfg.Auth.AllowAnonymous {
+		return nil
+	}
+	for _, ln := range lns {
+		if !isLoopback(ln.Addr()) {
+			return fmt.Errorf("%s: auth: no tokens are configured and %s is not a loopback address; configure auth.tokens, or set auth.allow_anonymous: true to serve it open", cfg.Path, ln.Addr())
+		}
+	}
+	return nil
+}
+
+func isLoopback(addr net.Addr) bool {
+	switch a := addr.(type) {
+	case *net.TCPAddr:
+		return a.IP.IsLoopback()
+	case *net.UnixAddr:
+		return true // reachable only through the file system's permissions
+	}
+	return false
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		_ = ln.Close()
+	}
+}

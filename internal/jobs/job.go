@@ -1,0 +1,100 @@
+package jobs
+
+import (
+	"io"
+	"sync"
+
+	"github.com/execgw/execgw/internal/config"
+	"github.com/execgw/execgw/internal/runner"
+)
+
+// stop is why a job was asked to end before its process did.
+type stop struct {
+	state  State  // Canceled or TimedOut
+	reason string // the cancel reason, with Canceled
+}
+
+// Job is a job of this process: queued or running, or just ended and still
+// held by a caller. Its record is the truth while it lives; once ended, the
+// store has the same record.
+type Job struct {
+	reg      *Registry
+	cmd      *config.Command
+	detached bool
+	stdin    io.Reader
+
+	stdout, stderr *sink
+
+	// admitted is closed when the job may start; stopReq when somebody
+	// wants it to end; done when its final record is stored.
+	admitted chan struct{}
+	stopReq  chan struct{}
+	stopOnce sync.Once
+	stopWhy  stop
+	done     chan struct{}
+
+	mu      sync.Mutex
+	rec     Record
+	proc    *runner.Process
+	wake    chan struct{} // closed when new output was stored
+	watched bool          // someone waits on wake
+}
+
+// ID is the job's id.
+func (j *Job) ID() string { return j.rec.ID }
+
+// Done is closed once the job has ended and its record is stored.
+func (j *Job) Done() <-chan struct{} { return j.done }
+
+// Record returns the job's current record, byte counts included.
+func (j *Job) Record() Record {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	rec := j.rec
+	if !rec.State.Ended() {
+		rec.StdoutBytes, rec.StdoutTruncated = j.stdout.counts()
+		rec.StderrBytes, rec.StderrTruncated = j.stderr.counts()
+	}
+	return rec
+}
+
+// Cancel asks the job to end with the given cancel reason. It returns at
+// once; Done says when the job has ended. Only the first request counts.
+func (j *Job) Cancel(reason string) {
+	j.requestStop(stop{state: Canceled, reason: reason})
+}
+
+func (j *Job) requestStop(s stop) {
+	j.stopOnce.Do(func() {
+		j.stopWhy = s
+		close(j.stopReq)
+	})
+}
+
+// outputWritten wakes the followers of the job's stored output.
+func (j *Job) outputWritten() {
+	j.mu.Lock()
+	if j.watched {
+		close(j.wake)
+		j.wake = make(chan struct{})
+		j.watched = false
+	}
+	j.mu.Unlock()
+}
+
+// outputChanged returns a channel closed at the next write of output.
+func (j *Job) outputChanged() <-chan struct{} {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.watched = true
+	return j.wake
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}

@@ -1,0 +1,139 @@
+package jobs
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/execgw/execgw/internal/logkey"
+	"github.com/execgw/execgw/internal/runner"
+)
+
+// Recover resolves the jobs a previous instance left queued or running:
+// whatever is left of their process groups is killed and their records say
+// interrupted. Call it once, before serving.
+func (r *Registry) Recover(ctx context.Context) error {
+	recs, err := r.store.Unfinished(ctx)
+	if err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		log := r.log.With().Str(logkey.JobID, rec.ID).Str(logkey.Command, rec.Command).Logger()
+		if rec.Pgid > 0 {
+			n, err := runner.SweepGroup(rec.Pgid, rec.ProcStart, rec.BootID)
+			if err != nil {
+				log.Error().Err(err).Int(logkey.Pgid, rec.Pgid).Msg("sweep process group of interrupted job")
+			} else if n > 0 {
+				log.Warn().Int(logkey.Pgid, rec.Pgid).Int("killed", n).Msg("killed processes left by interrupted job")
+			}
+		}
+		rec.State = Interrupted
+		rec.EndedAt = time.Now().UTC()
+		if rec.StartedAt.IsZero() {
+			rec.StartedAt = rec.EndedAt
+		}
+		rec.StdoutBytes, rec.StdoutTruncated = r.storedSize(rec.ID, Stdout)
+		rec.StderrBytes, rec.StderrTruncated = r.storedSize(rec.ID, Stderr)
+		if err := r.store.Put(ctx, rec); err != nil {
+			return err
+		}
+		log.Warn().Str(logkey.State, string(rec.State)).Msg("job interrupted by the previous instance's end")
+	}
+	return nil
+}
+
+// storedSize counts the stored bytes of a stream: after a crash that is
+// all that is known of what the process wrote.
+func (r *Registry) storedSize(id string, s Stream) (int64, bool) {
+	rd, err := r.output.Open(id, s)
+	if err != nil {
+		return 0, false
+	}
+	defer rd.Close()
+	n, _ := io.Copy(io.Discard, rd)
+	return n, n >= r.limits.OutputLimit
+}
+
+// Drain refuses new jobs from now on; running and queued ones go on.
+func (r *Registry) Drain() {
+	r.mu.Lock()
+	r.draining = true
+	r.mu.Unlock()
+}
+
+// Shutdown drains, lets the jobs finish until ctx is done, then cancels
+// what is left (reason shutdown, queued jobs too) and waits for every
+// record to be stored. Each cancel ends within the command's kill_grace.
+func (r *Registry) Shutdown(ctx context.Context) {
+	r.Drain()
+	allDone := make(chan struct{})
+	go func() { // exits when every job has ended; no job can be added now
+		r.jobsWG.Wait()
+		close(allDone)
+	}()
+	select {
+	case <-allDone:
+		return
+	case <-ctx.Done():
+	}
+	r.mu.Lock()
+	left := make([]*Job, 0, len(r.live))
+	for _, j := range r.live {
+		left = append(left, j)
+	}
+	r.mu.Unlock()
+	r.log.Warn().Int("jobs", len(left)).Msg("shutdown grace elapsed; canceling jobs")
+	for _, j := range left {
+		j.Cancel(ReasonShutdown)
+	}
+	<-allDone
+}
+
+// Active is the number of queued and running jobs.
+func (r *Registry) Active() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.live)
+}
+
+// retain removes ended jobs older than the retention, in the background,
+// until ctx is done.
+func (r *Registry) retain(ctx context.Context) {
+	if r.limits.Retention <= 0 {
+		return
+	}
+	every := min(max(r.limits.Retention/10, time.Second), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		r.removeExpired(ctx, time.Now().Add(-r.limits.Retention))
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *Registry) removeExpired(ctx context.Context, before time.Time) {
+	const batch = 100
+	for ctx.Err() == nil {
+		ids, err := r.store.EndedBefore(ctx, before, batch)
+		if err != nil {
+			r.log.Error().Err(err).Msg("list expired jobs")
+			return
+		}
+		for _, id := range ids {
+			if err := r.remove(ctx, id); err != nil {
+				r.log.Error().Err(err).Str(logkey.JobID, id).Msg("remove expired job")
+				return
+			}
+		}
+		if len(ids) > 0 {
+			r.log.Info().Int("jobs", len(ids)).Msg("removed expired jobs")
+		}
+		if len(ids) < batch {
+			return
+		}
+	}
+}

@@ -1,0 +1,139 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Get returns the job's record: the live one while the job runs here, else
+// the stored one.
+func (r *Registry) Get(ctx context.Context, id string) (Record, error) {
+	if j := r.Live(id); j != nil {
+		return j.Record(), nil
+	}
+	return r.store.Get(ctx, id)
+}
+
+// Live returns the job if it is queued or running in this process.
+func (r *Registry) Live(id string) *Job {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.live[id]
+}
+
+// List returns stored records matching f, newest first, and the cursor of
+// the next page. Live jobs show their current byte counts.
+func (r *Registry) List(ctx context.Context, f Filter) ([]Record, string, error) {
+	recs, next, err := r.store.List(ctx, f)
+	if err != nil {
+		return nil, "", err
+	}
+	for i := range recs {
+		if j := r.Live(recs[i].ID); j != nil {
+			recs[i] = j.Record()
+		}
+	}
+	return recs, next, nil
+}
+
+// Cancel ends a queued or running job with reason and returns its final
+// record once it has ended. An ended job's record is returned unchanged.
+func (r *Registry) Cancel(ctx context.Context, id, reason string) (Record, error) {
+	j := r.Live(id)
+	if j == nil {
+		return r.store.Get(ctx, id)
+	}
+	j.Cancel(reason)
+	select {
+	case <-j.Done():
+		return j.Record(), nil
+	case <-ctx.Done():
+		return Record{}, ctx.Err()
+	}
+}
+
+// Delete removes an ended job and its output.
+func (r *Registry) Delete(ctx context.Context, id string) error {
+	if r.Live(id) != nil {
+		return ErrRunning
+	}
+	rec, err := r.store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !rec.State.Ended() {
+		// Stored as live but not ours: a crash left it, recovery resolves it.
+		return ErrRunning
+	}
+	return r.remove(ctx, id)
+}
+
+func (r *Registry) remove(ctx context.Context, id string) error {
+	if err := r.store.Delete(ctx, id); err != nil {
+		return err
+	}
+	if err := r.output.Remove(id); err != nil {
+		return fmt.Errorf("remove output of job %s: %w", id, err)
+	}
+	return nil
+}
+
+// Copy copies the stream's stored output to w. With follow, for a live job
+// it goes on with what comes until the job ends or ctx is done. Each Write
+// to w carries what one read found, so a flushing writer shows output
+// promptly.
+func (r *Registry) Copy(ctx context.Context, id string, s Stream, w io.Writer, follow bool) error {
+	j := r.Live(id)
+	if j == nil {
+		if _, err := r.store.Get(ctx, id); err != nil {
+			return err
+		}
+	}
+	rd, err := r.output.Open(id, s)
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		// Look at the job before draining: output written before it
+		// ended is then certain to be read by the drain below.
+		var changed <-chan struct{}
+		ended := j == nil || !follow || isClosed(j.Done())
+		if !ended {
+			changed = j.outputChanged()
+		}
+		if err := drain(rd, w, buf); err != nil {
+			return err
+		}
+		if ended {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-j.Done():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// drain copies rd to w until rd has nothing more for now.
+func drain(rd io.Reader, w io.Writer, buf []byte) error {
+	for {
+		n, err := rd.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}

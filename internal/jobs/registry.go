@@ -1,0 +1,447 @@
+// Package jobs runs commands as jobs: it admits them under the concurrency
+// limits, queues what must wait, starts each through the runner, stores its
+// record and output as they change, and ends it on request, on timeout or at
+// shutdown. Bound and detached runs are the same kind of job; only who asks
+// them to stop differs.
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/execgw/execgw/internal/config"
+	"github.com/execgw/execgw/internal/logkey"
+	"github.com/execgw/execgw/internal/runner"
+)
+
+// Errors of the registry, for the handler to map to statuses.
+var (
+	ErrDraining  = errors.New("the gateway is shutting down")
+	ErrQueueFull = errors.New("concurrency limit reached and queue full")
+	ErrRunning   = errors.New("job is still running")
+	// ErrInputTooLarge is what a Request's Stdin returns when the input
+	// exceeds its limit; the job then ends failed with limit "max_body".
+	ErrInputTooLarge = errors.New("input exceeds max_body")
+)
+
+// Limits bound the registry's work.
+type Limits struct {
+	MaxConcurrent int           // processes at once, all commands together
+	MaxQueued     int           // detached jobs waiting for a slot
+	OutputLimit   int64         // bytes stored per stream per job
+	Retention     time.Duration // ended jobs older than this are removed
+}
+
+// Activity is told when work begins and ends; the idle-exit timer counts it.
+type Activity interface {
+	Begin()
+	End()
+}
+
+// Options are the registry's dependencies.
+type Options struct {
+	Store    Store
+	Output   OutputStore
+	Log      zerolog.Logger
+	Limits   Limits
+	Metrics  prometheus.Registerer // nil: not exported
+	Activity Activity              // nil: not counted
+}
+
+// Request asks for one run of a command.
+type Request struct {
+	Command    *config.Command
+	Invocation config.Invocation
+	Owner      string
+	Detached   bool
+	// Stdin is the process's standard input; nil is /dev/null.
+	Stdin io.Reader
+	// Stdout and Stderr receive the output as it is produced, besides the
+	// store. A blocking Write slows the process down; nil: store only.
+	Stdout, Stderr io.Writer
+}
+
+// Registry owns every job of this process.
+type Registry struct {
+	store    Store
+	output   OutputStore
+	log      zerolog.Logger
+	limits   Limits
+	metrics  *metrics
+	activity Activity
+	bootID   string // recorded with each process group, for the recovery sweep
+
+	jobsWG sync.WaitGroup // one per job supervisor
+	stop   context.CancelFunc
+	bgWG   sync.WaitGroup // the retention loop
+
+	mu       sync.Mutex
+	draining bool
+	live     map[string]*Job
+	queue    []*Job // FIFO of jobs waiting for a slot
+	running  int
+	perCmd   map[string]int
+	detachedQueued int
+}
+
+// New returns a registry and starts its retention loop; Close stops it.
+func New(opts Options) *Registry {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Registry{
+		store:    opts.Store,
+		output:   opts.Output,
+		log:      opts.Log.With().Str(logkey.Component, "jobs").Logger(),
+		limits:   opts.Limits,
+		metrics:  newMetrics(opts.Metrics),
+		activity: opts.Activity,
+		stop:     cancel,
+		live:     map[string]*Job{},
+		perCmd:   map[string]int{},
+	}
+	r.metrics.registerRunning(opts.Metrics, func() float64 {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return float64(r.running)
+	})
+	r.bootID, _ = runner.BootID()
+	if r.activity == nil {
+		r.activity = noActivity{}
+	}
+	r.bgWG.Add(1)
+	go func() { // exits when Close cancels ctx
+		defer r.bgWG.Done()
+		r.retain(ctx)
+	}()
+	return r
+}
+
+// Close stops the retention loop. Call it after Shutdown.
+func (r *Registry) Close() {
+	r.stop()
+	r.bgWG.Wait()
+}
+
+// Submit creates a job and starts it, or queues it when the limits say it
+// must wait. The record is durable when Submit returns.
+func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
+	now := time.Now().UTC()
+	j := &Job{
+		reg:      r,
+		cmd:      req.Command,
+		detached: req.Detached,
+		stdin:    req.Stdin,
+		admitted: make(chan struct{}),
+		stopReq:  make(chan struct{}),
+		done:     make(chan struct{}),
+		wake:     make(chan struct{}),
+		rec: Record{
+			ID:        ulid.MustNew(ulid.Timestamp(now), ulid.DefaultEntropy()).String(),
+			Command:   req.Command.Name,
+			Params:    req.Invocation.Params,
+			State:     Queued,
+			Owner:     req.Owner,
+			CreatedAt: now,
+		},
+	}
+	var err error
+	if j.stdout, err = r.newSink(j, Stdout, req.Stdout); err != nil {
+		return nil, err
+	}
+	if j.stderr, err = r.newSink(j, Stderr, req.Stderr); err != nil {
+		_ = j.stdout.close()
+		return nil, err
+	}
+
+	r.mu.Lock()
+	if err := r.admitLocked(j); err != nil {
+		r.mu.Unlock()
+		_ = j.stdout.close()
+		_ = j.stderr.close()
+		_ = r.output.Remove(j.rec.ID)
+		return nil, err
+	}
+	r.live[j.rec.ID] = j
+	r.jobsWG.Add(1)
+	r.mu.Unlock()
+	r.activity.Begin()
+
+	if err := r.store.Put(ctx, j.rec); err != nil {
+		// Nothing started yet: undo the admission so the job never existed.
+		r.mu.Lock()
+		r.forgetLocked(j)
+		r.mu.Unlock()
+		r.jobsWG.Done()
+		r.activity.End()
+		_ = j.stdout.close()
+		_ = j.stderr.close()
+		_ = r.output.Remove(j.rec.ID)
+		return nil, fmt.Errorf("store new job: %w", err)
+	}
+	log := r.jobLog(j)
+	startNow := isClosed(j.admitted)
+	if startNow {
+		j.start(log, req.Invocation.Argv)
+	} else {
+		log.Info().Msg("job queued")
+	}
+	go func() { // exits when the job has ended and its record is stored
+		defer r.jobsWG.Done()
+		j.supervise(log, req.Invocation.Argv, startNow)
+	}()
+	return j, nil
+}
+
+// admitLocked takes a slot for j, or queues it, or refuses it.
+func (r *Registry) admitLocked(j *Job) error {
+	if r.draining {
+		return ErrDraining
+	}
+	if len(r.queue) == 0 && r.hasRoomLocked(j.cmd) {
+		r.takeSlotLocked(j)
+		return nil
+	}
+	if j.detached {
+		if r.detachedQueued >= r.limits.MaxQueued {
+			return ErrQueueFull
+		}
+		r.detachedQueued++
+	}
+	r.queue = append(r.queue, j)
+	r.metrics.queued.Inc()
+	// A job of another command may have room although the head may not.
+	r.admitQueuedLocked()
+	return nil
+}
+
+func (r *Registry) hasRoomLocked(cmd *config.Command) bool {
+	if r.running >= r.limits.MaxConcurrent {
+		return false
+	}
+	return cmd.MaxConcurrent <= 0 || r.perCmd[cmd.Name] < cmd.MaxConcurrent
+}
+
+func (r *Registry) takeSlotLocked(j *Job) {
+	r.running++
+	r.perCmd[j.cmd.Name]++
+	close(j.admitted)
+}
+
+// admitQueuedLocked starts queued jobs in FIFO order, skipping those whose
+// command is at its own limit so they do not hold up the others.
+func (r *Registry) admitQueuedLocked() {
+	for i := 0; i < len(r.queue) && r.running < r.limits.MaxConcurrent; {
+		j := r.queue[i]
+		if !r.hasRoomLocked(j.cmd) {
+			i++
+			continue
+		}
+		r.queue = slices.Delete(r.queue, i, i+1)
+		r.dequeuedLocked(j)
+		r.takeSlotLocked(j)
+	}
+}
+
+func (r *Registry) dequeuedLocked(j *Job) {
+	if j.detached {
+		r.detachedQueued--
+	}
+	r.metrics.queued.Dec()
+}
+
+// forgetLocked releases whatever j holds: its place in the queue or its slot.
+func (r *Registry) forgetLocked(j *Job) {
+	if i := slices.Index(r.queue, j); i >= 0 {
+		r.queue = slices.Delete(r.queue, i, i+1)
+		r.dequeuedLocked(j)
+	} else if isClosed(j.admitted) {
+		r.running--
+		r.perCmd[j.cmd.Name]--
+		r.admitQueuedLocked()
+	}
+	delete(r.live, j.rec.ID)
+}
+
+func (r *Registry) newSink(j *Job, s Stream, live io.Writer) (*sink, error) {
+	f, err := r.output.Create(j.rec.ID, s)
+	if err != nil {
+		return nil, fmt.Errorf("create %s of job %s: %w", s, j.rec.ID, err)
+	}
+	return &sink{file: f, limit: r.limits.OutputLimit, live: live, wrote: j.outputWritten}, nil
+}
+
+func (r *Registry) jobLog(j *Job) zerolog.Logger {
+	return r.log.With().
+		Str(logkey.JobID, j.rec.ID).
+		Str(logkey.Command, j.rec.Command).
+		Interface(logkey.Params, j.rec.Params).
+		Logger()
+}
+
+// start starts the admitted job's process and stores the running record.
+// A process that cannot start ends the job as failed.
+func (j *Job) start(log zerolog.Logger, argv []string) {
+	proc, err := runner.Start(runner.Spec{
+		Argv:      argv,
+		Dir:       j.cmd.Dir,
+		Env:       j.cmd.Environ(),
+		Stdin:     j.stdin,
+		Stdout:    j.stdout,
+		Stderr:    j.stderr,
+		KillGrace: j.cmd.KillGrace,
+		Log:       log,
+	})
+	now := time.Now().UTC()
+	j.mu.Lock()
+	j.rec.StartedAt = now
+	if err != nil {
+		j.mu.Unlock()
+		log.Error().Err(err).Msg("job could not start")
+		return
+	}
+	j.proc = proc
+	j.rec.State = Running
+	j.rec.Pid = proc.Pid()
+	j.rec.Pgid = proc.Pid()
+	j.rec.ProcStart, _ = runner.ProcStartTicks(proc.Pid())
+	j.rec.BootID = j.reg.bootID
+	rec := j.rec
+	j.mu.Unlock()
+
+	j.reg.metrics.started.WithLabelValues(rec.Command).Inc()
+	log.Info().Int(logkey.Pid, rec.Pid).Msg("job started")
+	if err := j.reg.store.Put(context.Background(), rec); err != nil {
+		// The process runs on and its end will be stored; only a crash
+		// before then would miss its process group.
+		log.Error().Err(err).Msg("store running job")
+	}
+}
+
+// supervise waits for the job to be admitted, to end by itself, to be
+// stopped or to time out, then stores its final record. started says
+// whether Submit has already started the process.
+func (j *Job) supervise(log zerolog.Logger, argv []string, started bool) {
+	if !started {
+		select {
+		case <-j.admitted:
+		case <-j.stopReq:
+		}
+		if isClosed(j.stopReq) {
+			// Stopped while waiting, or admitted in the same instant:
+			// nothing was started, nothing needs killing.
+			j.finish(log, runner.Result{EndedAt: time.Now()})
+			return
+		}
+		j.start(log, argv)
+	}
+	j.mu.Lock()
+	proc := j.proc
+	j.mu.Unlock()
+	if proc == nil {
+		j.finish(log, runner.Result{EndedAt: time.Now()})
+		return
+	}
+
+	var timeout <-chan time.Time
+	if j.cmd.Timeout > 0 {
+		t := time.NewTimer(j.cmd.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-proc.Done():
+	case <-j.stopReq:
+		proc.Cancel(errors.New(j.stopWhy.reason))
+	case <-timeout:
+		j.requestStop(stop{state: TimedOut})
+		proc.Cancel(errors.New("timeout"))
+	}
+	j.finish(log, proc.Wait())
+}
+
+// finish stores the final record, gives back the slot and closes done.
+func (j *Job) finish(log zerolog.Logger, res runner.Result) {
+	r := j.reg
+	stdoutErr := j.stdout.close()
+	stderrErr := j.stderr.close()
+	if err := errors.Join(stdoutErr, stderrErr); err != nil {
+		log.Error().Err(err).Msg("store job output")
+	}
+
+	j.mu.Lock()
+	rec := &j.rec
+	rec.EndedAt = res.EndedAt.UTC()
+	rec.StdoutBytes, rec.StdoutTruncated = j.stdout.counts()
+	rec.StderrBytes, rec.StderrTruncated = j.stderr.counts()
+	if res.Signal != 0 {
+		rec.Signal = unix.SignalName(res.Signal)
+	} else if j.proc != nil && res.Err == nil {
+		code := res.ExitCode
+		rec.ExitCode = &code
+	}
+	var stdinErr *runner.StdinError
+	switch {
+	case isClosed(j.stopReq):
+		rec.State, rec.CancelReason = j.stopWhy.state, j.stopWhy.reason
+	case errors.As(res.Cause, &stdinErr) && errors.Is(stdinErr.Err, ErrInputTooLarge):
+		rec.State, rec.Limit = Failed, "max_body"
+	case errors.As(res.Cause, &stdinErr):
+		rec.State, rec.CancelReason = Canceled, ReasonClientDisconnected
+	case j.proc != nil && res.Signal == 0 && res.ExitCode == 0 && res.Err == nil:
+		rec.State = Succeeded
+	default:
+		rec.State = Failed
+	}
+	final := j.rec
+	j.mu.Unlock()
+
+	if err := r.store.Put(context.Background(), final); err != nil {
+		log.Error().Err(err).Msg("store ended job")
+	}
+	r.mu.Lock()
+	r.forgetLocked(j)
+	r.mu.Unlock()
+	r.metrics.ended(final)
+	logEnd(log, final)
+	close(j.done)
+	r.activity.End()
+}
+
+func logEnd(log zerolog.Logger, rec Record) {
+	ev := log.Info()
+	if rec.State == Failed || rec.State == TimedOut {
+		ev = log.Warn()
+	}
+	ev = ev.Str(logkey.State, string(rec.State)).
+		Int(logkey.Pid, rec.Pid).
+		Int64(logkey.DurationMs, rec.Duration(rec.EndedAt).Milliseconds()).
+		Int64(logkey.StdoutBytes, rec.StdoutBytes).
+		Int64(logkey.StderrBytes, rec.StderrBytes)
+	if rec.ExitCode != nil {
+		ev = ev.Int(logkey.ExitCode, *rec.ExitCode)
+	}
+	if rec.Signal != "" {
+		ev = ev.Str(logkey.Signal, rec.Signal)
+	}
+	if rec.CancelReason != "" {
+		ev = ev.Str(logkey.CancelReason, rec.CancelReason)
+	}
+	if rec.Limit != "" {
+		ev = ev.Str(logkey.Limit, rec.Limit)
+	}
+	ev.Msg("job ended")
+}
+
+type noActivity struct{}
+
+func (noActivity) Begin() {}
+func (noActivity) End()   {}

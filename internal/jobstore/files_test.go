@@ -1,0 +1,215 @@
+package jobstore
+
+import (
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/execgw/execgw/internal/jobs"
+)
+
+func newFilesTest(t *testing.T) (*Files, string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "output")
+	f, err := NewFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, dir
+}
+
+func TestNewFiles(t *testing.T) {
+	_, dir := newFilesTest(t)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Errorf("NewFiles made %v, want a directory with mode 0700", fi.Mode())
+	}
+	// An existing directory is fine.
+	if _, err := NewFiles(dir); err != nil {
+		t.Errorf("NewFiles(existing) = %v", err)
+	}
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewFiles(file); err == nil {
+		t.Error("NewFiles(a file) = nil error")
+	}
+}
+
+func readAll(t *testing.T, f *Files, id string, s jobs.Stream) string {
+	t.Helper()
+	r, err := f.Open(id, s)
+	if err != nil {
+		t.Fatalf("Open(%s, %s) = %v", id, s, err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("read %s %s: %v", id, s, err)
+	}
+	return string(b)
+}
+
+func TestFilesCreateOpenRemove(t *testing.T) {
+	f, dir := newFilesTest(t)
+	id := testID(1)
+	if got := readAll(t, f, id, jobs.Stdout); got != "" {
+		t.Errorf("stream never created reads %q, want empty", got)
+	}
+	for s, text := range map[jobs.Stream]string{jobs.Stdout: "out\n", jobs.Stderr: "err\n"} {
+		w, err := f.Create(id, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(w, text); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatalf("Close = %v", err)
+		}
+		fi, err := os.Stat(filepath.Join(dir, id+"."+string(s)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s file mode %v, want 0600", s, fi.Mode())
+		}
+	}
+	if got := readAll(t, f, id, jobs.Stdout); got != "out\n" {
+		t.Errorf("stdout = %q, want %q", got, "out\n")
+	}
+	if got := readAll(t, f, id, jobs.Stderr); got != "err\n" {
+		t.Errorf("stderr = %q, want %q", got, "err\n")
+	}
+
+	// Create again starts empty.
+	w, err := f.Create(id, jobs.Stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, f, id, jobs.Stdout); got != "" {
+		t.Errorf("stdout after second Create = %q, want empty", got)
+	}
+
+	if err := f.Remove(id); err != nil {
+		t.Fatalf("Remove = %v", err)
+	}
+	for _, s := range []jobs.Stream{jobs.Stdout, jobs.Stderr} {
+		if _, err := os.Stat(filepath.Join(dir, id+"."+string(s))); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s after Remove: Stat = %v, want not exist", s, err)
+		}
+		if got := readAll(t, f, id, s); got != "" {
+			t.Errorf("%s after Remove reads %q, want empty", s, got)
+		}
+	}
+	if err := f.Remove(id); err != nil {
+		t.Errorf("second Remove = %v, want nil", err)
+	}
+	// Only stderr exists.
+	w, err = f.Create(testID(2), jobs.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if err := f.Remove(testID(2)); err != nil {
+		t.Errorf("Remove(only stderr) = %v", err)
+	}
+}
+
+// TestFilesFollow reads a stream while it is written, as following a live
+// job does: EOF at the end so far, then the bytes written after it.
+func TestFilesFollow(t *testing.T) {
+	f, _ := newFilesTest(t)
+	id := testID(1)
+	w, err := f.Create(id, jobs.Stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r, err := f.Open(id, jobs.Stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	buf := make([]byte, 64)
+
+	if n, err := r.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("Read of empty stream = %d, %v; want 0, EOF", n, err)
+	}
+	for _, chunk := range []string{"first ", "second\n", "third"} {
+		if _, err := io.WriteString(w, chunk); err != nil {
+			t.Fatal(err)
+		}
+		n, err := r.Read(buf)
+		if err != nil || string(buf[:n]) != chunk {
+			t.Fatalf("Read after writing %q = %q, %v", chunk, buf[:n], err)
+		}
+		if n, err := r.Read(buf); n != 0 || err != io.EOF {
+			t.Fatalf("Read at end = %d, %v; want 0, EOF", n, err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, f, id, jobs.Stdout); got != "first second\nthird" {
+		t.Errorf("after Close: %q", got)
+	}
+}
+
+func TestFilesBadID(t *testing.T) {
+	f, dir := newFilesTest(t)
+	// A file beside dir that a traversal would reach.
+	victim := filepath.Join(filepath.Dir(dir), "victim.stdout")
+	if err := os.WriteFile(victim, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{
+		"", "../victim", "..", ".", "a/b", "/etc/passwd", "a.b", "a b", "a\x00b",
+		"Ω", "01J-", "a\\b", strings.Repeat("a", maxIDLen+1),
+	} {
+		if _, err := f.Create(id, jobs.Stdout); !errors.Is(err, ErrBadID) {
+			t.Errorf("Create(%q) = %v, want ErrBadID", id, err)
+		}
+		if _, err := f.Open(id, jobs.Stdout); !errors.Is(err, ErrBadID) {
+			t.Errorf("Open(%q) = %v, want ErrBadID", id, err)
+		}
+		if err := f.Remove(id); !errors.Is(err, ErrBadID) {
+			t.Errorf("Remove(%q) = %v, want ErrBadID", id, err)
+		}
+	}
+	for _, s := range []jobs.Stream{"", "stdin", "../x", "stdout/.."} {
+		if _, err := f.Create(testID(1), s); err == nil {
+			t.Errorf("Create(stream %q) = nil error", s)
+		}
+		if _, err := f.Open(testID(1), s); err == nil {
+			t.Errorf("Open(stream %q) = nil error", s)
+		}
+	}
+	if b, err := os.ReadFile(victim); err != nil || string(b) != "keep" {
+		t.Errorf("file outside dir: %q, %v", b, err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) != 0 {
+		t.Errorf("dir holds %v, %v; want nothing", entries, err)
+	}
+	// The longest allowed id and every allowed character work.
+	for _, id := range []string{testID(1), "azAZ09", strings.Repeat("a", maxIDLen)} {
+		w, err := f.Create(id, jobs.Stderr)
+		if err != nil {
+			t.Errorf("Create(%q) = %v", id, err)
+			continue
+		}
+		w.Close()
+	}
+}

@@ -1,0 +1,86 @@
+// Package lifecycle is the life of the gateway process around its HTTP
+// handler: the listeners (its own, or systemd's), readiness and systemd
+// notifications, graceful shutdown on a signal, and exit when idle.
+package lifecycle
+
+import (
+	"sync"
+	"time"
+)
+
+// Idle fires once after a whole timeout with no activity in progress.
+// Requests and jobs call Begin and End; only the count matters, so idle
+// keep-alive connections do not keep the gateway up.
+type Idle struct {
+	timeout time.Duration
+	fired   chan struct{}
+
+	mu     sync.Mutex
+	active int
+	gen    uint64 // bumped by every Begin; a timer of an older generation is stale
+	timer  *time.Timer
+	done   bool
+}
+
+// NewIdle returns an Idle armed now. A timeout <= 0 never fires.
+func NewIdle(timeout time.Duration) *Idle {
+	i := &Idle{timeout: timeout, fired: make(chan struct{})}
+	i.mu.Lock()
+	i.armLocked()
+	i.mu.Unlock()
+	return i
+}
+
+// Begin marks work in progress.
+func (i *Idle) Begin() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.active++
+	i.gen++
+	if i.timer != nil {
+		i.timer.Stop()
+		i.timer = nil
+	}
+}
+
+// End marks the end of work begun with Begin.
+func (i *Idle) End() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.active--
+	if i.active == 0 {
+		i.armLocked()
+	}
+}
+
+// Expired is closed when the gateway has been idle for the timeout.
+func (i *Idle) Expired() <-chan struct{} { return i.fired }
+
+// Stop disarms the timer for good.
+func (i *Idle) Stop() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.done = true
+	i.gen++
+	if i.timer != nil {
+		i.timer.Stop()
+		i.timer = nil
+	}
+}
+
+func (i *Idle) armLocked() {
+	if i.timeout <= 0 || i.done {
+		return
+	}
+	gen := i.gen
+	// A timer that fires just as Begin runs finds a newer generation under
+	// the lock and does nothing: Stop's result need not be trusted.
+	i.timer = time.AfterFunc(i.timeout, func() {
+		i.mu.Lock()
+		defer i.mu.Unlock()
+		if gen == i.gen && i.active == 0 && !i.done {
+			i.done = true
+			close(i.fired)
+		}
+	})
+}

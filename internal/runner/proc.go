@@ -1,0 +1,167 @@
+package runner
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Crash recovery: a gateway that was SIGKILLed leaves its jobs' deeper
+// descendants running (Pdeathsig only reaches direct children). The jobs
+// store records each job's process group, its leader's start time and the
+// boot id; at start-up SweepGroup kills what is left, but only if the group
+// id still names the same group: pids, hence group ids, get reused.
+
+// procStat is what the runner needs of /proc/PID/stat.
+type procStat struct {
+	pid   int
+	state byte   // field 3
+	pgrp  int    // field 5
+	start uint64 // field 22, starttime, in clock ticks since boot
+}
+
+// readProcStat reads /proc/PID/stat.
+func readProcStat(pid int) (procStat, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procStat{}, err
+	}
+	st, err := parseProcStat(data)
+	if err != nil {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	st.pid = pid
+	return st, nil
+}
+
+// parseProcStat parses the content of /proc/PID/stat. The command name
+// (field 2) is in parentheses and may itself contain spaces and ')', so
+// the fields after it are counted from the last ')'.
+func parseProcStat(data []byte) (procStat, error) {
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return procStat{}, errors.New("malformed stat: no ')'")
+	}
+	// fields[0] is field 3 (state), so field N is fields[N-3].
+	fields := strings.Fields(string(data[i+1:]))
+	if len(fields) < 22-3+1 {
+		return procStat{}, fmt.Errorf("malformed stat: %d fields after comm", len(fields))
+	}
+	if len(fields[0]) != 1 {
+		return procStat{}, fmt.Errorf("malformed stat: state %q", fields[0])
+	}
+	pgrp, err := strconv.Atoi(fields[5-3])
+	if err != nil {
+		return procStat{}, fmt.Errorf("malformed stat: pgrp: %w", err)
+	}
+	start, err := strconv.ParseUint(fields[22-3], 10, 64)
+	if err != nil {
+		return procStat{}, fmt.Errorf("malformed stat: starttime: %w", err)
+	}
+	return procStat{state: fields[0][0], pgrp: pgrp, start: start}, nil
+}
+
+// ProcStartTicks returns the start time of process pid: field 22
+// (starttime) of /proc/PID/stat, in clock ticks since boot. With the boot
+// id it identifies a process across pid reuse.
+func ProcStartTicks(pid int) (uint64, error) {
+	st, err := readProcStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return st.start, nil
+}
+
+// BootID returns /proc/sys/kernel/random/boot_id, trimmed: it changes at
+// every boot, so start times recorded under another boot id mean nothing.
+func BootID() (string, error) {
+	data, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(data)), nil
+}
+
+// SweepGroup sends SIGKILL to every process whose process group is pgid,
+// but only when the group can still be the one that was recorded: the
+// current boot id equals bootID, and either the leader (pid == pgid) is
+// alive with start time leaderStart, or the leader is gone and every
+// member started at or after leaderStart. Otherwise it signals nothing and
+// returns 0, nil. It returns how many live (not zombie) processes it
+// signalled. It scans /proc. It refuses pgid <= 1 and the caller's own
+// group.
+func SweepGroup(pgid int, leaderStart uint64, bootID string) (int, error) {
+	if pgid <= 1 {
+		return 0, fmt.Errorf("sweep process group %d: invalid group id", pgid)
+	}
+	if pgid == unix.Getpgrp() {
+		return 0, fmt.Errorf("sweep process group %d: it is the gateway's own group", pgid)
+	}
+	cur, err := BootID()
+	if err != nil {
+		return 0, fmt.Errorf("sweep process group %d: %w", pgid, err)
+	}
+	if bootID == "" || cur != bootID {
+		return 0, nil // another boot: the group died with it
+	}
+
+	// The leader first: if a process with pid == pgid exists, it decides.
+	if st, err := readProcStat(pgid); err == nil && st.start != leaderStart {
+		return 0, nil // pid reused by another process
+	}
+	members, err := groupMembers(pgid)
+	if err != nil {
+		return 0, fmt.Errorf("sweep process group %d: %w", pgid, err)
+	}
+	live := 0
+	for _, m := range members {
+		if m.pid != pgid && m.start < leaderStart {
+			// Started before the recorded leader: not a descendant of
+			// it, so the group id names another group now.
+			return 0, nil
+		}
+		if m.state != 'Z' {
+			live++
+		}
+	}
+	if live == 0 {
+		return 0, nil
+	}
+	// One kill(2) of the group reaches every member, including any forked
+	// since the scan; a member cannot fork once SIGKILL is pending.
+	if err := unix.Kill(-pgid, unix.SIGKILL); err != nil {
+		if err == unix.ESRCH {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("sweep process group %d: %w", pgid, err)
+	}
+	return live, nil
+}
+
+// groupMembers lists the processes of process group pgid from /proc.
+func groupMembers(pgid int) ([]procStat, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []procStat
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 0 {
+			continue
+		}
+		st, err := readProcStat(pid)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if st.pgrp == pgid {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,539 @@
+// Package runner runs one OS process tree: it starts a command in its own
+// process group, delivers its output, reports its result on a closed
+// channel, and cancels it with SIGTERM, a grace period, then SIGKILL to the
+// whole group.
+//
+// No shell is involved: Spec.Argv is executed directly with execve(2), so a
+// parameter substituted into one argv element stays exactly one argument.
+// Only an operator's own argv that names a shell (sh -c '...') gets one.
+//
+// It knows nothing of HTTP or job ids; the caller adds those to the logger
+// it passes in.
+//
+// # Lifetime
+//
+// A job ends when its main process exits. Then whatever it left running in
+// its process group is killed (one SIGKILL to the group, sent while the
+// exited leader is still an unreaped zombie, so the group id cannot have
+// been reused), the output still in the pipes is delivered, and Done is
+// closed. A process that left the group (setsid) escapes that sweep; if it
+// keeps an output pipe open, reading stops once the pipe has stayed idle for
+// a bounded time after the main process exited (see [Process.Done]).
+//
+// Each child gets SysProcAttr{Setpgid: true, Pdeathsig: SIGKILL}: if the
+// gateway dies, its direct children die with it. Pdeathsig is tied to the
+// OS thread that forked the child (golang/go#27505), so nothing on the
+// spawning path may call runtime.LockOSThread. Deeper descendants are not
+// covered by Pdeathsig: after a crash, [SweepGroup] kills what is left of a
+// recorded group.
+//
+// The runner never becomes a child subreaper and never waits for any pid but
+// its own child's, so it cannot steal exit statuses from os/exec.
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/execgw/execgw/internal/logkey"
+)
+
+// Spec describes the process to run.
+type Spec struct {
+	// Argv is the command and its arguments, executed directly, no shell.
+	// Argv[0] should be an absolute path. A bare name (no slash) is looked
+	// up in the PATH of Env, never in the gateway's own PATH, skipping
+	// relative PATH entries; a relative path with a slash is relative to
+	// Dir, as in os/exec.
+	Argv []string
+	// Dir is the working directory; "" inherits the gateway's.
+	Dir string
+	// Env is the complete environment of the process. Nil means an empty
+	// environment, never "inherit the gateway's".
+	Env []string
+	// Stdin, when not nil, is copied into the process's standard input by a
+	// goroutine of the runner; nil gives the process /dev/null. When a Read
+	// fails with an error other than io.EOF, the process is canceled with
+	// cause &StdinError{Err: err}. When the process closes its standard
+	// input, the copy just stops. At io.EOF the process's standard input is
+	// closed.
+	//
+	// The runner cannot interrupt a blocked Read: the caller must make Read
+	// return once the process is done (an HTTP server closes the request
+	// body when the handler returns). Done does not wait for the copy; the
+	// copying goroutine ends at the first Read that returns after the
+	// process has ended.
+	Stdin io.Reader
+	// Stdout receives the process's standard output as it is produced; nil
+	// discards it. Write may block: that is backpressure on the process. If
+	// Write fails, the rest of the output is read and discarded, so the
+	// process never blocks on a dead consumer. Stdout and Stderr are written
+	// from different goroutines: if they are the same writer, it must be safe
+	// for concurrent use.
+	Stdout io.Writer
+	// Stderr receives the process's standard error, like Stdout.
+	Stderr io.Writer
+	// KillGrace is how long Cancel waits after SIGTERM before it sends
+	// SIGKILL to the group; <= 0 sends SIGKILL right after SIGTERM.
+	KillGrace time.Duration
+	// Log receives the runner's lines about kill escalation and stuck pipes.
+	// The zero Logger discards them.
+	Log zerolog.Logger
+}
+
+// Result says how a process ended.
+type Result struct {
+	// ExitCode is the exit status, or -1 when a signal ended the process.
+	ExitCode int
+	// Signal is the signal that ended the process, 0 if it exited.
+	Signal syscall.Signal
+	// Cause is the cause given to the first Cancel that took effect (before
+	// the process exited), nil if it was never canceled.
+	Cause error
+	// Killed reports that SIGKILL had to be sent to the group because the
+	// process still ran kill_grace after SIGTERM (or at once when KillGrace
+	// <= 0).
+	Killed bool
+	// StartedAt is when the process had started; EndedAt when its exit was
+	// observed.
+	StartedAt time.Time
+	EndedAt   time.Time
+	// Err is an unexpected error from waiting for the process, other than
+	// an exit status; nil normally.
+	Err error
+}
+
+// StdinError is the cancel cause when reading Spec.Stdin failed.
+type StdinError struct{ Err error }
+
+func (e *StdinError) Error() string { return "read stdin: " + e.Err.Error() }
+
+// Unwrap returns the read error.
+func (e *StdinError) Unwrap() error { return e.Err }
+
+// ErrCanceled is the cause recorded when Cancel is called with a nil cause.
+var ErrCanceled = errors.New("runner: canceled")
+
+// postExitIdle bounds how long a copy goroutine may wait in Read, in total,
+// once the main process has exited and its group has been swept: only a
+// process outside the group (a setsid escapee) can then still hold the pipe
+// open. Time spent in Stdout/Stderr Write does not count, so a slow consumer
+// still gets every byte the tree wrote.
+const postExitIdle = 2 * time.Second
+
+// copyBufSize is the size of each copy goroutine's buffer.
+const copyBufSize = 32 << 10
+
+// Process is one started process tree. Its methods are safe for concurrent
+// use.
+type Process struct {
+	cmd       *exec.Cmd
+	pid       int // also the process group id (Setpgid)
+	grace     time.Duration
+	log       zerolog.Logger
+	startedAt time.Time
+	copiers   []*copier
+	copyWG    sync.WaitGroup // the output copy goroutines
+	stdinW    *os.File       // parent's end of the child's stdin; nil without Spec.Stdin
+	stdinOnce sync.Once
+
+	mu      sync.Mutex
+	cause   error
+	exited  bool // the leader's exit was observed: no more signals from Cancel or the timer
+	killed  bool
+	timer   *time.Timer
+	timerWG sync.WaitGroup // the escalation timer's function, when it may run
+
+	done   chan struct{}
+	result Result // written once before done is closed
+}
+
+// Start starts the process described by spec. On error nothing is left
+// running and every descriptor it opened is closed.
+func Start(spec Spec) (*Process, error) {
+	if len(spec.Argv) == 0 || spec.Argv[0] == "" {
+		return nil, errors.New("start: empty argv")
+	}
+	argv0 := spec.Argv[0]
+	path := argv0
+	if !strings.Contains(argv0, "/") {
+		var err error
+		if path, err = lookPath(argv0, spec.Env); err != nil {
+			return nil, fmt.Errorf("start %q: %w", argv0, err)
+		}
+	}
+	env := spec.Env
+	if env == nil {
+		env = []string{} // nil would make os/exec inherit the gateway's environment
+	}
+	cmd := &exec.Cmd{
+		Path: path,
+		Args: spec.Argv,
+		Dir:  spec.Dir,
+		Env:  env,
+		SysProcAttr: &syscall.SysProcAttr{
+			Setpgid:   true,
+			Pdeathsig: syscall.SIGKILL,
+		},
+	}
+	// Every stdio of the child is an *os.File (or nil, /dev/null opened by
+	// os/exec), so os/exec starts no copy goroutine of its own and Wait
+	// returns as soon as the process has exited, whoever else holds a pipe.
+	var (
+		closeOnErr []*os.File // everything to close if Start fails
+		childEnds  []*os.File // the child's ends, closed in the parent after Start
+		p          = &Process{grace: spec.KillGrace, log: spec.Log, done: make(chan struct{})}
+	)
+	fail := func(err error) (*Process, error) {
+		for _, f := range closeOnErr {
+			f.Close()
+		}
+		return nil, fmt.Errorf("start %q: %w", argv0, err)
+	}
+	for _, s := range []struct {
+		name string
+		w    io.Writer
+		dst  *io.Writer
+	}{{"stdout", spec.Stdout, &cmd.Stdout}, {"stderr", spec.Stderr, &cmd.Stderr}} {
+		if s.w == nil {
+			continue // os/exec gives the child /dev/null
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			return fail(err)
+		}
+		closeOnErr = append(closeOnErr, r, w)
+		childEnds = append(childEnds, w)
+		*s.dst = w
+		p.copiers = append(p.copiers, &copier{stream: s.name, r: r, w: s.w, log: spec.Log})
+	}
+	if spec.Stdin != nil {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return fail(err)
+		}
+		closeOnErr = append(closeOnErr, r, w)
+		childEnds = append(childEnds, r)
+		cmd.Stdin = r
+		p.stdinW = w
+	}
+
+	if err := cmd.Start(); err != nil {
+		return fail(err)
+	}
+	p.startedAt = time.Now()
+	// The parent's copies of the child's ends must go, or the copy
+	// goroutines would never see EOF (and the child never EOF on stdin).
+	for _, f := range childEnds {
+		f.Close()
+	}
+	p.cmd = cmd
+	p.pid = cmd.Process.Pid
+
+	for _, c := range p.copiers {
+		c.pgid = p.pid
+		p.copyWG.Add(1)
+		// Exits at EOF (every writer of the pipe gone), or, after the main
+		// process exited, once it has spent postExitIdle waiting in Read
+		// (only a process outside the group can still hold the pipe).
+		go func() {
+			defer p.copyWG.Done()
+			c.run()
+		}()
+	}
+	if spec.Stdin != nil {
+		// Exits at EOF or a read error of spec.Stdin, or at the first
+		// write after the child's stdin was closed (the child closed it,
+		// or the process ended and the watcher closed our end). Not
+		// waited for by Done: a blocked Read can only be ended by the
+		// caller.
+		go p.copyStdin(spec.Stdin)
+	}
+	// Exits once the process has exited and its output has been delivered.
+	go p.watch()
+	return p, nil
+}
+
+// Pid returns the process id of the main process, which is also the id of
+// its process group.
+func (p *Process) Pid() int { return p.pid }
+
+// Done returns a channel closed when the result is final and all output has
+// been delivered to Stdout and Stderr. Output is read until EOF; only when a
+// process that left the group holds a pipe open does reading stop early,
+// once the pipe has stayed idle for about 2 s after the main process exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Result returns how the process ended. It is valid once Done is closed;
+// before that it returns the zero Result.
+func (p *Process) Result() Result {
+	select {
+	case <-p.done:
+		return p.result
+	default:
+		return Result{}
+	}
+}
+
+// Wait waits for Done and returns the Result.
+func (p *Process) Wait() Result {
+	<-p.done
+	return p.result
+}
+
+// Cancel asks the process tree to stop: SIGTERM to the whole group now, and
+// SIGKILL to the group after Spec.KillGrace unless the main process has
+// exited by then. It does not block. Only the first call has an effect and
+// its cause is the one reported in Result.Cause (nil is recorded as
+// ErrCanceled). After the main process has exited, Cancel does nothing.
+func (p *Process) Cancel(cause error) {
+	if cause == nil {
+		cause = ErrCanceled
+	}
+	p.mu.Lock()
+	if p.cause != nil || p.exited {
+		p.mu.Unlock()
+		return
+	}
+	// The cause is recorded before anything is killed, so the result of
+	// a canceled process always says why (Wait alone says "signal: ...").
+	p.cause = cause
+	termErr := unix.Kill(-p.pid, unix.SIGTERM)
+	var killErr error
+	if p.grace <= 0 {
+		killErr = unix.Kill(-p.pid, unix.SIGKILL)
+		p.killed = true
+	} else {
+		p.timerWG.Add(1)
+		p.timer = time.AfterFunc(p.grace, p.escalate)
+	}
+	p.mu.Unlock()
+
+	ev := p.log.Info()
+	if termErr != nil {
+		ev = p.log.Warn().Err(termErr)
+	}
+	ev.Int(logkey.Pgid, p.pid).Str(logkey.Cause, cause.Error()).Msg("sent SIGTERM to process group")
+	if p.grace <= 0 {
+		ev := p.log.Warn()
+		if killErr != nil {
+			ev = ev.Err(killErr)
+		}
+		ev.Int(logkey.Pgid, p.pid).Int64(logkey.KillGraceMs, 0).Msg("kill_grace elapsed; sent SIGKILL to process group")
+	}
+}
+
+// escalate runs on the kill_grace timer: SIGKILL to the group unless the
+// main process has exited meanwhile.
+func (p *Process) escalate() {
+	defer p.timerWG.Done()
+	p.mu.Lock()
+	if p.exited || p.leaderExited() {
+		// The leader obeyed SIGTERM; the watcher's sweep takes care of
+		// anything it left behind. No escalation.
+		p.mu.Unlock()
+		return
+	}
+	err := unix.Kill(-p.pid, unix.SIGKILL)
+	p.killed = true
+	p.mu.Unlock()
+
+	ev := p.log.Warn()
+	if err != nil {
+		ev = ev.Err(err)
+	}
+	ev.Int(logkey.Pgid, p.pid).Int64(logkey.KillGraceMs, p.grace.Milliseconds()).Msg("kill_grace elapsed; sent SIGKILL to process group")
+}
+
+// leaderExited reports whether the main process has exited and waits to be
+// reaped, without reaping it.
+func (p *Process) leaderExited() bool {
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	// Linux sets si_signo to SIGCHLD only when a child was waitable.
+	return err == nil && info.Signo == int32(unix.SIGCHLD)
+}
+
+// watch is the only goroutine that waits for the process.
+func (p *Process) watch() {
+	// Wait for the exit without reaping: while the leader is a zombie its
+	// pid, hence the group id, cannot be reused, so signalling -pid is safe.
+	var info unix.Siginfo
+	var waitErr error
+	for {
+		waitErr = unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if waitErr != unix.EINTR {
+			break
+		}
+	}
+	endedAt := time.Now()
+	p.mu.Lock()
+	p.exited = true
+	if p.timer != nil && p.timer.Stop() {
+		p.timerWG.Done() // the escalation will never run
+	}
+	p.mu.Unlock()
+	if waitErr == nil {
+		p.sweep()
+	}
+
+	err := p.cmd.Wait() // reaps; returns at once, no os/exec goroutines to wait for
+	if waitErr != nil {
+		// Should not happen; sweep late rather than never.
+		p.sweep()
+	}
+	p.timerWG.Wait()
+
+	// The process is gone: a copy into its stdin cannot go on. A blocked
+	// Write returns at once; a blocked Read of Spec.Stdin is the caller's.
+	p.closeStdin()
+
+	for _, c := range p.copiers {
+		c.processExited()
+	}
+	p.copyWG.Wait()
+	for _, c := range p.copiers {
+		c.r.Close()
+	}
+
+	res := Result{ExitCode: -1, StartedAt: p.startedAt, EndedAt: endedAt}
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		res.Err = err
+	}
+	if ps := p.cmd.ProcessState; ps != nil {
+		res.ExitCode = ps.ExitCode()
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			res.Signal = ws.Signal()
+			res.ExitCode = -1
+		}
+	}
+	p.mu.Lock()
+	res.Cause = p.cause
+	res.Killed = p.killed
+	p.mu.Unlock()
+	p.result = res
+	close(p.done)
+}
+
+// sweep kills whatever the main process left running in its group.
+func (p *Process) sweep() {
+	if err := unix.Kill(-p.pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
+		p.log.Warn().Err(err).Int(logkey.Pgid, p.pid).Msg("sweep process group")
+	}
+}
+
+func (p *Process) closeStdin() {
+	if p.stdinW != nil {
+		p.stdinOnce.Do(func() { p.stdinW.Close() })
+	}
+}
+
+// copyStdin copies src into the child's standard input.
+func (p *Process) copyStdin(src io.Reader) {
+	defer p.closeStdin()
+	buf := make([]byte, copyBufSize)
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if _, werr := p.stdinW.Write(buf[:n]); werr != nil {
+				// EPIPE: the child closed its stdin or ended; closed or
+				// deadline: the process ended. Neither is an error of
+				// the job.
+				return
+			}
+		}
+		if rerr == io.EOF {
+			return
+		}
+		if rerr != nil {
+			p.Cancel(&StdinError{Err: rerr})
+			return
+		}
+	}
+}
+
+// copier delivers one output pipe to its writer.
+type copier struct {
+	stream string
+	pgid   int
+	r      *os.File
+	w      io.Writer
+	log    zerolog.Logger
+
+	mu       sync.Mutex
+	deadline time.Time // zero until the process exited; then the read deadline
+}
+
+// processExited starts the bound on reading: postExitIdle of time in Read
+// from now, extended by the time spent in Write.
+func (c *copier) processExited() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadline = time.Now().Add(postExitIdle)
+	c.r.SetReadDeadline(c.deadline)
+}
+
+// extend moves the read deadline by d, the time just spent writing.
+func (c *copier) extend(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.deadline.IsZero() {
+		c.deadline = c.deadline.Add(d)
+		c.r.SetReadDeadline(c.deadline)
+	}
+}
+
+func (c *copier) run() {
+	buf := make([]byte, copyBufSize)
+	w := c.w
+	for {
+		n, err := c.r.Read(buf)
+		if n > 0 && w != nil {
+			start := time.Now()
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				w = nil // drain and discard from now on
+			}
+			c.extend(time.Since(start))
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.log.Warn().Int(logkey.Pgid, c.pgid).
+					Msg(c.stream + " pipe still held open after the process group ended (a process left the group?); stopped reading")
+			}
+			return
+		}
+	}
+}
+
+// lookPath finds an executable named file in the PATH of env. Relative PATH
+// entries are ignored, as os/exec does since Go 1.19 for ".".
+func lookPath(file string, env []string) (string, error) {
+	pathEnv := ""
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			pathEnv = v // the last one wins, as in os/exec
+		}
+	}
+	for _, dir := range filepath.SplitList(pathEnv) {
+		if !filepath.IsAbs(dir) {
+			continue
+		}
+		path := filepath.Join(dir, file)
+		if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return path, nil
+		}
+	}
+	return "", &exec.Error{Name: file, Err: exec.ErrNotFound}
+}
