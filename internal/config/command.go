@@ -220,6 +220,16 @@ func (c *Command) Bind(values map[string]string) (Invocation, error) {
 	return Invocation{Argv: argv, Params: shown}, nil
 }
 
+// display shows text from the file or a client as it is, unless it holds
+// control characters or invalid UTF-8: then quoted, so that a message stays
+// one honest line.
+func display(s string) string {
+	if strconv.CanBackquote(s) {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
 // check validates one value against the declaration and returns its
 // canonical form, or the reason it is refused (for a ParamError, or a config
 // error when checking a default).
@@ -268,7 +278,7 @@ func (p *Param) check(v string) (canon, reason string) {
 			return "", fmt.Sprintf("must be at most %d bytes long", p.MaxLen)
 		}
 		if p.Pattern != nil && !p.Pattern.MatchString(v) {
-			return "", "does not match pattern " + p.Pattern.String()
+			return "", "does not match pattern " + display(p.Pattern.String())
 		}
 		return v, ""
 	}

@@ -665,3 +665,15 @@ func TestAliasExpansionBounded(t *testing.T) {
 		t.Errorf("Load took %v", d)
 	}
 }
+
+func TestErrorsAreOneLinePerProblem(t *testing.T) {
+	file := writeConfig(t, "\"a\\nb\": 1\ncommands: {x: {argv: [/bin/echo], dir: \"/no\\nsuch\"}}\n")
+	_, err := Load(file)
+	want := []string{
+		file + `:1: "a\nb": unknown key`,
+		file + `:2: commands.x.dir: "/no\nsuch" does not exist`,
+	}
+	if err == nil || err.Error() != strings.Join(want, "\n") {
+		t.Errorf("Load(%q) = %v, want %q", file, err, want)
+	}
+}

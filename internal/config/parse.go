@@ -111,8 +111,12 @@ func (p *parser) errorf(n *yaml.Node, key, format string, args ...any) {
 	if n != nil {
 		line = n.Line
 	}
-	p.errs = append(p.errs, &configError{file: p.file, line: line, key: key, msg: fmt.Sprintf(format, args...)})
+	// One problem, one line, whatever text from the file a message quotes.
+	msg := oneLine.Replace(fmt.Sprintf(format, args...))
+	p.errs = append(p.errs, &configError{file: p.file, line: line, key: oneLine.Replace(key), msg: msg})
 }
+
+var oneLine = strings.NewReplacer("\n", `\n`, "\r", `\r`)
 
 // field is one key of a mapping with its value.
 type field struct {
@@ -124,9 +128,9 @@ type field struct {
 
 func joinKey(path, name string) string {
 	if path == "" {
-		return name
+		return display(name)
 	}
-	return path + "." + name
+	return path + "." + display(name)
 }
 
 // resolve follows an alias to the node it names.
@@ -791,7 +795,7 @@ func (p *parser) command(f field) *Command {
 			if fi, err := os.Stat(c.Dir); err != nil {
 				p.errorf(g.val, g.path, "%s", statReason(err))
 			} else if !fi.IsDir() {
-				p.errorf(g.val, g.path, "%s is not a directory", c.Dir)
+				p.errorf(g.val, g.path, "%s is not a directory", display(c.Dir))
 			}
 		case "env":
 			c.Env = p.env(g)
@@ -928,11 +932,11 @@ func executable(file string) string {
 	case err != nil:
 		return statReason(err)
 	case fi.IsDir():
-		return file + " is a directory"
+		return display(file) + " is a directory"
 	case !fi.Mode().IsRegular():
-		return file + " is not a regular file"
+		return display(file) + " is not a regular file"
 	case fi.Mode().Perm()&0o111 == 0:
-		return file + " is not executable"
+		return display(file) + " is not executable"
 	}
 	return ""
 }
@@ -943,11 +947,11 @@ func statReason(err error) string {
 	if errors.As(err, &pe) {
 		switch {
 		case errors.Is(err, os.ErrNotExist):
-			return pe.Path + " does not exist"
+			return display(pe.Path) + " does not exist"
 		case errors.Is(err, os.ErrPermission):
-			return pe.Path + " is not accessible"
+			return display(pe.Path) + " is not accessible"
 		}
-		return pe.Path + ": " + pe.Err.Error()
+		return display(pe.Path) + ": " + pe.Err.Error()
 	}
 	return err.Error()
 }
