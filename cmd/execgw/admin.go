@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"regexp"
 
 	"github.com/execgw/execgw/internal/config"
 )
@@ -31,6 +32,9 @@ func check(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
+// tokenNameRE is the config's rule for token names (auth.tokens[].name).
+var tokenNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
 // token prints a new random token and the config entry that accepts it:
 // the config holds only the token's SHA-256.
 func token(args []string, stdout, stderr io.Writer) error {
@@ -38,6 +42,12 @@ func token(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	name := fs.String("name", "client", "name of the token in logs and job records")
 	if err := fs.Parse(args); err != nil {
+		return exitCode(2)
+	}
+	// The name goes into a YAML line to paste: one the config would reject,
+	// or that breaks out of the flow mapping, must not be printed.
+	if !tokenNameRE.MatchString(*name) || fs.NArg() > 0 {
+		_, _ = fmt.Fprintln(stderr, "execgw token: --name must match [A-Za-z0-9_.-]+, and no other arguments are taken")
 		return exitCode(2)
 	}
 	secret := make([]byte, 32)

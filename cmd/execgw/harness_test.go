@@ -87,6 +87,12 @@ type gatewayOptions struct {
 	dir   string   // reuse a directory (and so a state dir); default: a new one
 	env   []string // extra environment of the gateway process
 	extra func(cmd *exec.Cmd)
+	// listen is the config's listen address; default 127.0.0.1:0.
+	listen string
+	// url, when set, is the gateway's URL: startGateway then returns
+	// without waiting for the "serving" line (which a gateway started
+	// on the first connection, by systemd-socket-activate, logs later).
+	url string
 }
 
 // startGateway writes config (YAML; "listen" and "state_dir" are added)
@@ -101,14 +107,18 @@ func startGateway(t testing.TB, config string, opts ...gatewayOptions) *gateway 
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	full := "listen: 127.0.0.1:0\nstate_dir: ./state\nlog: {level: debug, format: json}\n" + config
+	listen := o.listen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	full := "listen: " + listen + "\nstate_dir: ./state\nlog: {level: debug, format: json}\n" + config
 	path := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(full), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(binary(t), "serve", "--config", path)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, o.env...)
-	g := &gateway{t: t, cmd: cmd, Dir: dir, log: newLogBuffer(), exited: make(chan struct{})}
+	g := &gateway{t: t, cmd: cmd, URL: o.url, Dir: dir, log: newLogBuffer(), exited: make(chan struct{})}
 	cmd.Stderr = g.log
 	cmd.Stdout = g.log
 	if o.extra != nil {

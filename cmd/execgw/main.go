@@ -15,9 +15,18 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/execgw/execgw/internal/runner"
 )
 
 func main() {
+	// A job with rlimits or a umask starts as this binary re-executed: it
+	// applies them in the child alone, then execs the command.
+	if len(os.Args) > 1 && os.Args[1] == runner.ShimArg {
+		err := runner.RunShim(os.Args[2:])
+		fmt.Fprintln(os.Stderr, "execgw:", err)
+		os.Exit(127)
+	}
 	err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	var exit exitCode
 	switch {

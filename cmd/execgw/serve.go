@@ -37,6 +37,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
+	// From here a SIGTERM is a graceful shutdown, even one that comes
+	// while the gateway is still starting: Run acts on it once serving.
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(signals)
 	if err := checkContainment(cfg); err != nil {
 		return err
 	}
@@ -105,11 +110,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Bool("socket_activated", activated).
 		Str("containment", "process groups").
 		Int("commands", len(cfg.Commands)).
+		Stringer("shutdown_grace", cfg.ShutdownGrace).
+		Stringer("idle_exit", cfg.IdleExit).
 		Msg("execgw starting")
 
-	signals := make(chan os.Signal, 2)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(signals)
 	return lifecycle.Run(lifecycle.Options{
 		Listeners:         lns,
 		Handler:           h,
@@ -122,6 +126,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Signals:           signals,
 		Idle:              idle,
 		SetReady:          ready.Store,
+		Refuse:            registry.Drain,
+		Active:            registry.Active,
 		Drain:             registry.Shutdown,
 	})
 }

@@ -82,6 +82,15 @@ func (h *handler) readBodyParams(req *http.Request) (map[string]string, error) {
 	}
 	raw, err := io.ReadAll(http.MaxBytesReader(nil, req.Body, maxJSONBody))
 	if err != nil {
+		var maxBytes *http.MaxBytesError
+		if errors.As(err, &maxBytes) {
+			// Not max_body, which bounds stdin: name the limit that applies.
+			return nil, &apiError{
+				status:  http.StatusRequestEntityTooLarge,
+				code:    codePayloadTooLarge,
+				message: fmt.Sprintf("a JSON parameter body exceeds %d bytes", maxJSONBody),
+			}
+		}
 		return nil, bodyError(err, maxJSONBody)
 	}
 	if len(bytes.TrimSpace(raw)) == 0 {
@@ -96,6 +105,15 @@ func (h *handler) readBodyParams(req *http.Request) (map[string]string, error) {
 	if dec.More() {
 		return nil, errInvalid("malformed JSON body: more than one JSON value")
 	}
+	// encoding/json keeps the last of repeated keys; a proxy or an audit
+	// log may read the first. A repeated parameter is a 400 in the body as
+	// in the query.
+	if name, ok := repeatedParam(raw); ok {
+		if name == "" {
+			return nil, errInvalid(`malformed JSON body: "params" is given more than once`)
+		}
+		return nil, &config.ParamError{Name: name, Reason: "is given more than once"}
+	}
 	values := make(map[string]string, len(body.Params))
 	for name, rawValue := range body.Params {
 		v, err := jsonScalar(rawValue)
@@ -105,6 +123,48 @@ func (h *handler) readBodyParams(req *http.Request) (map[string]string, error) {
 		values[name] = v
 	}
 	return values, nil
+}
+
+// repeatedParam finds a key given twice in the "params" object of a body
+// that has already decoded as a paramsRequest; name is "" when "params"
+// itself is repeated. Every top-level key is "params" then, whatever its
+// case: encoding/json matches field names case-insensitively.
+func repeatedParam(raw []byte) (name string, repeated bool) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", false
+	}
+	for keys := 0; dec.More(); keys++ {
+		if _, err := dec.Token(); err != nil {
+			return "", false
+		}
+		if keys > 0 {
+			return "", true
+		}
+		if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+			continue // null: nothing in it to repeat
+		}
+		seen := map[string]bool{}
+		for dec.More() {
+			t, err := dec.Token()
+			if err != nil {
+				return "", false
+			}
+			name, _ := t.(string)
+			if seen[name] {
+				return name, true
+			}
+			seen[name] = true
+			var value json.RawMessage
+			if dec.Decode(&value) != nil {
+				return "", false
+			}
+		}
+		if _, err := dec.Token(); err != nil { // the closing '}'
+			return "", false
+		}
+	}
+	return "", false
 }
 
 // jsonScalar turns a JSON string, number or boolean into the parameter's

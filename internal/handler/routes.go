@@ -7,6 +7,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,6 +53,7 @@ type handler struct {
 	log      zerolog.Logger
 	spoolDir string
 	ready    func() bool
+	limiter  *rateLimiter // nil: no rate limit (limits.rate: 0)
 }
 
 // New returns the HTTP handler of the whole API.
@@ -62,12 +64,15 @@ func New(opts Options) http.Handler {
 		log:      opts.Log,
 		spoolDir: opts.SpoolDir,
 		ready:    opts.Ready,
+		limiter:  newRateLimiter(opts.Config.Limits, opts.Config.Auth.Tokens, time.Now),
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = handleError
 	e.Logger.SetOutput(io.Discard) // Echo's own logger is unused; ours is zerolog
-	e.Use(requestLog(opts.Log, opts.Metrics, opts.Activity), recoverPanic)
+	// identify resolves the bearer token on every route, for the log line
+	// and the rate limit; authenticate (below) requires one under /v1.
+	e.Use(requestLog(opts.Log, opts.Metrics, opts.Activity), recoverPanic, h.identify, h.limitRate)
 
 	e.GET("/", h.page)
 	e.GET("/healthz", h.healthz)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/execgw/execgw/internal/config"
@@ -107,17 +108,17 @@ func (h *handler) runRaw(c echo.Context, jr jobs.Request, mediaType string) erro
 	ctx := c.Request().Context()
 	w := newStreamWriter(c.Response())
 	jr.Stdout = w
+	job, err := h.jobs.Submit(ctx, jr)
+	if err != nil {
+		return err // no stream headers are set: the error is JSON
+	}
 	hdr := c.Response().Header()
 	hdr.Set("Content-Type", mediaType)
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Trailer", trailerExit+", "+trailerState)
-	job, err := h.jobs.Submit(ctx, jr)
-	if err != nil {
-		hdr.Del("Trailer")
-		return err
-	}
 	hdr.Set(headerJobID, job.ID())
-	_ = w.commit()
+	fullDuplex(c, jr)
+	_ = w.commit() // a failure closes w.failed
 	awaitBound(ctx, job, w.failed)
 	rec := job.Record()
 	hdr.Set(trailerExit, strconv.Itoa(exitStatus(rec)))
@@ -133,13 +134,14 @@ func (h *handler) runEvents(c echo.Context, jr jobs.Request) error {
 	stdout := &lineEvents{sse: sse, name: "stdout"}
 	stderr := &lineEvents{sse: sse, name: "stderr"}
 	jr.Stdout, jr.Stderr = stdout, stderr
-	setSSEHeaders(c.Response().Header())
 	job, err := h.jobs.Submit(ctx, jr)
 	if err != nil {
-		return err
+		return err // no stream headers are set: the error is JSON
 	}
+	setSSEHeaders(c.Response().Header())
 	c.Response().Header().Set(headerJobID, job.ID())
-	_ = sse.commit()
+	fullDuplex(c, jr)
+	_ = sse.commit() // a failure closes sse.failed
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -156,6 +158,20 @@ func (h *handler) runEvents(c echo.Context, jr jobs.Request) error {
 	_ = sendExit(sse, job.Record())
 	sse.finish()
 	return nil
+}
+
+// fullDuplex lets a streaming run of a stdin command go on reading its
+// body after the response has begun. By default net/http, when it sends
+// the headers, consumes what is left of the body (up to 256 KiB, which the
+// process would then never see) or closes it.
+func fullDuplex(c echo.Context, jr jobs.Request) {
+	if jr.Stdin == nil {
+		return
+	}
+	if err := http.NewResponseController(c.Response()).EnableFullDuplex(); err != nil {
+		// Only HTTP/1 needs it; a server that cannot is one that does not.
+		zerolog.Ctx(c.Request().Context()).Debug().Err(err).Msg("enable full duplex")
+	}
 }
 
 // runDetached starts a job that no longer depends on the connection and

@@ -12,16 +12,20 @@ import (
 // streamWriteTimeout bounds each write of a stream: a client that stops
 // reading for this long is treated as gone, so it cannot hold a process
 // forever. It is per write, not per response (no WriteTimeout cuts a long
-// stream).
-const streamWriteTimeout = 30 * time.Second
+// stream). A variable only so that tests can shorten it.
+var streamWriteTimeout = 30 * time.Second
 
 // keepAliveEvery is the period of SSE comments that keep idle streams
-// open through proxies.
-const keepAliveEvery = 15 * time.Second
+// open through proxies. A variable only so that tests can shorten it.
+var keepAliveEvery = 15 * time.Second
 
 // streamWriter writes a streaming response: every Write is flushed at
 // once under its own deadline, and the first failure is remembered, closes
 // failed, and makes later writes return at once.
+//
+// Writes wait until commit: the process's output may arrive (from the
+// runner's goroutines) before the handler has set the headers, the job id
+// among them, and the first write would send the headers without it.
 type streamWriter struct {
 	mu        sync.Mutex
 	w         http.ResponseWriter
@@ -29,22 +33,56 @@ type streamWriter struct {
 	err       error
 	failed    chan struct{}
 	committed bool
+	open      chan struct{} // closed by commit
+	openOnce  sync.Once
 }
 
 func newStreamWriter(w http.ResponseWriter) *streamWriter {
-	return &streamWriter{w: w, rc: http.NewResponseController(w), failed: make(chan struct{})}
+	return &streamWriter{
+		w:      w,
+		rc:     http.NewResponseController(flushable(w)),
+		failed: make(chan struct{}),
+		open:   make(chan struct{}),
+	}
 }
 
-// commit sends the status line and headers now, so the client sees the
-// stream begin even before the first output.
+// flushable unwraps w down to the first writer whose flush reports its
+// error. http.ResponseController prefers a Flush method to Unwrap, and
+// Echo's Response.Flush swallows the error: a client gone would only be
+// noticed at the next write, or never for the last one.
+func flushable(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		if _, ok := w.(interface{ FlushError() error }); ok {
+			return w
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
+}
+
+// commit sends the status line and the headers set so far, so the client
+// sees the stream begin even before the first output, and lets writes
+// through. It must be called once the headers are set, before waiting for
+// anything that waits for a Write.
 func (s *streamWriter) commit() error {
-	_, err := s.Write(nil)
+	s.mu.Lock()
+	_, err := s.writeLocked(nil)
+	s.mu.Unlock()
+	s.openOnce.Do(func() { close(s.open) })
 	return err
 }
 
 func (s *streamWriter) Write(p []byte) (int, error) {
+	<-s.open
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.writeLocked(p)
+}
+
+func (s *streamWriter) writeLocked(p []byte) (int, error) {
 	if s.err != nil {
 		return 0, s.err
 	}
@@ -85,8 +123,8 @@ func (s *streamWriter) finish() {
 // sseWriter writes Server-Sent Events onto a streamWriter.
 type sseWriter struct {
 	*streamWriter
-	buf bytes.Buffer // guarded by streamWriter.mu through send
-	mu  sync.Mutex
+	mu  sync.Mutex   // one event at a time, stdout's or stderr's
+	buf bytes.Buffer // guarded by mu
 }
 
 // event sends one event. Every line break in data (\n, \r\n or \r, which
@@ -134,7 +172,9 @@ func (e *sseWriter) keepAlive(stop <-chan struct{}) {
 
 // maxEventLine is the longest line sent as one event; a longer line (or
 // binary data without newlines) is sent in pieces of this size, so memory
-// stays bounded whatever the process prints.
+// stays bounded whatever the process prints. A piece ends before a UTF-8
+// character it would cut (up to 3 bytes shorter), so that the character is
+// not replaced.
 const maxEventLine = 64 << 10
 
 // lineEvents is an io.Writer that turns one output stream into one event
@@ -142,27 +182,35 @@ const maxEventLine = 64 << 10
 type lineEvents struct {
 	sse     *sseWriter
 	name    string
-	partial []byte
+	partial []byte // the line so far, at most maxEventLine bytes
 }
 
 func (l *lineEvents) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
+		room := maxEventLine - len(l.partial)
 		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			room := maxEventLine - len(l.partial)
-			if len(p) < room {
-				l.partial = append(l.partial, p...)
-				break
-			}
-			l.partial = append(l.partial, p[:room]...)
-			p = p[room:]
-		} else {
+		switch {
+		case i >= 0 && i <= room:
+			// The line ends within the limit.
 			l.partial = append(l.partial, p[:i]...)
 			p = p[i+1:]
-		}
-		if err := l.emit(); err != nil {
-			return n, err
+			if err := l.emit(true); err != nil {
+				return n, err
+			}
+		case len(p) <= room:
+			// No end of line yet, and room to wait for it. A line of
+			// exactly maxEventLine bytes waits here too, so that the
+			// newline that may follow does not make an empty event.
+			l.partial = append(l.partial, p...)
+			return n, nil
+		default:
+			// More than fits: send a piece of maxEventLine bytes.
+			l.partial = append(l.partial, p[:room]...)
+			p = p[room:]
+			if err := l.emit(false); err != nil {
+				return n, err
+			}
 		}
 	}
 	return n, nil
@@ -173,11 +221,36 @@ func (l *lineEvents) flush() error {
 	if len(l.partial) == 0 {
 		return nil
 	}
-	return l.emit()
+	return l.emit(true)
 }
 
-func (l *lineEvents) emit() error {
-	line := strings.TrimSuffix(string(l.partial), "\r")
-	l.partial = l.partial[:0]
-	return l.sse.event(l.name, line)
+// emit sends partial as one event: a whole line (without a CR before its
+// LF), or a piece of a long one, whose incomplete last character, if any,
+// stays in partial for the next piece.
+func (l *lineEvents) emit(wholeLine bool) error {
+	send, keep := l.partial, 0
+	if wholeLine {
+		send = bytes.TrimSuffix(send, []byte("\r"))
+	} else {
+		keep = incompleteRune(send)
+		send = send[:len(send)-keep]
+	}
+	err := l.sse.event(l.name, string(send))
+	l.partial = l.partial[:copy(l.partial, l.partial[len(l.partial)-keep:])]
+	return err
+}
+
+// incompleteRune returns the length of the start of a multi-byte UTF-8
+// character at the end of b (0 to 3 bytes). Invalid bytes are complete:
+// they are replaced wherever they are.
+func incompleteRune(b []byte) int {
+	for k := 1; k <= utf8.UTFMax-1 && k <= len(b); k++ {
+		if utf8.RuneStart(b[len(b)-k]) {
+			if utf8.FullRune(b[len(b)-k:]) {
+				return 0
+			}
+			return k
+		}
+	}
+	return 0
 }

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"io"
 	"time"
 
@@ -27,11 +28,10 @@ func (r *Registry) Recover(ctx context.Context) error {
 				log.Warn().Int(logkey.Pgid, rec.Pgid).Int("killed", n).Msg("killed processes left by interrupted job")
 			}
 		}
+		// A job that was still queued never started: its started_at
+		// stays unset, as for a job canceled in the queue.
 		rec.State = Interrupted
 		rec.EndedAt = time.Now().UTC()
-		if rec.StartedAt.IsZero() {
-			rec.StartedAt = rec.EndedAt
-		}
 		rec.StdoutBytes, rec.StdoutTruncated = r.storedSize(rec.ID, Stdout)
 		rec.StderrBytes, rec.StderrTruncated = r.storedSize(rec.ID, Stderr)
 		if err := r.store.Put(ctx, rec); err != nil {
@@ -77,12 +77,17 @@ func (r *Registry) Shutdown(ctx context.Context) {
 	case <-ctx.Done():
 	}
 	r.mu.Lock()
+	// From now on a slot given back by a canceled job must not start a
+	// queued one that is about to be canceled too.
+	r.canceling = true
 	left := make([]*Job, 0, len(r.live))
 	for _, j := range r.live {
 		left = append(left, j)
 	}
 	r.mu.Unlock()
-	r.log.Warn().Int("jobs", len(left)).Msg("shutdown grace elapsed; canceling jobs")
+	if len(left) > 0 {
+		r.log.Warn().Int("jobs", len(left)).Msg("shutdown grace elapsed; canceling jobs")
+	}
 	for _, j := range left {
 		j.Cancel(ReasonShutdown)
 	}
@@ -124,7 +129,8 @@ func (r *Registry) removeExpired(ctx context.Context, before time.Time) {
 			return
 		}
 		for _, id := range ids {
-			if err := r.remove(ctx, id); err != nil {
+			// A job deleted meanwhile (DELETE) is not in the way.
+			if err := r.remove(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
 				r.log.Error().Err(err).Str(logkey.JobID, id).Msg("remove expired job")
 				return
 			}

@@ -70,14 +70,15 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 	return r.remove(ctx, id)
 }
 
+// remove deletes the job's output, then its record. In this order a crash
+// in between leaves a record without output, which the next retention
+// sweep removes, rather than output files that no record names and that
+// nothing would ever remove.
 func (r *Registry) remove(ctx context.Context, id string) error {
-	if err := r.store.Delete(ctx, id); err != nil {
-		return err
-	}
 	if err := r.output.Remove(id); err != nil {
 		return fmt.Errorf("remove output of job %s: %w", id, err)
 	}
-	return nil
+	return r.store.Delete(ctx, id)
 }
 
 // Copy copies the stream's stored output to w. With follow, for a live job

@@ -64,7 +64,10 @@ type Request struct {
 	Invocation config.Invocation
 	Owner      string
 	Detached   bool
-	// Stdin is the process's standard input; nil is /dev/null.
+	// Stdin is the process's standard input; nil is /dev/null. If it is
+	// an io.Closer (a spooled request body), the registry closes it once
+	// the job has ended, whether it ran or not; if Submit fails, closing it
+	// is the caller's.
 	Stdin io.Reader
 	// Stdout and Stderr receive the output as it is produced, besides the
 	// store. A blocking Write slows the process down; nil: store only.
@@ -85,12 +88,13 @@ type Registry struct {
 	stop   context.CancelFunc
 	bgWG   sync.WaitGroup // the retention loop
 
-	mu       sync.Mutex
-	draining bool
-	live     map[string]*Job
-	queue    []*Job // FIFO of jobs waiting for a slot
-	running  int
-	perCmd   map[string]int
+	mu             sync.Mutex
+	draining       bool
+	canceling      bool // the shutdown grace is over: queued jobs never start
+	live           map[string]*Job
+	queue          []*Job // FIFO of jobs waiting for a slot
+	running        int
+	perCmd         map[string]int
 	detachedQueued int
 }
 
@@ -206,7 +210,12 @@ func (r *Registry) admitLocked(j *Job) error {
 	if r.draining {
 		return ErrDraining
 	}
-	if len(r.queue) == 0 && r.hasRoomLocked(j.cmd) {
+	// Every queued job is blocked (admitQueuedLocked runs after every
+	// change), so a job with room overtakes none that could run: those
+	// waiting are all of commands at their own limit, or there is no room
+	// at all. A job with room therefore runs at once, whatever the queue
+	// holds; it must not be refused because the queue is full.
+	if r.hasRoomLocked(j.cmd) {
 		r.takeSlotLocked(j)
 		return nil
 	}
@@ -239,6 +248,9 @@ func (r *Registry) takeSlotLocked(j *Job) {
 // admitQueuedLocked starts queued jobs in FIFO order, skipping those whose
 // command is at its own limit so they do not hold up the others.
 func (r *Registry) admitQueuedLocked() {
+	if r.canceling {
+		return
+	}
 	for i := 0; i < len(r.queue) && r.running < r.limits.MaxConcurrent; {
 		j := r.queue[i]
 		if !r.hasRoomLocked(j.cmd) {
@@ -373,6 +385,10 @@ func (j *Job) finish(log zerolog.Logger, res runner.Result) {
 	r := j.reg
 	stdoutErr := j.stdout.close()
 	stderrErr := j.stderr.close()
+	if c, ok := j.stdin.(io.Closer); ok {
+		// The process is gone: nothing reads it any more.
+		_ = c.Close()
+	}
 	if err := errors.Join(stdoutErr, stderrErr); err != nil {
 		log.Error().Err(err).Msg("store job output")
 	}
@@ -390,7 +406,12 @@ func (j *Job) finish(log zerolog.Logger, res runner.Result) {
 	}
 	var stdinErr *runner.StdinError
 	switch {
-	case isClosed(j.stopReq):
+	case isClosed(j.stopReq) && (j.proc == nil || res.Cause != nil):
+		// Stopped before it started, or the stop reached the process:
+		// the runner records a cause only for a Cancel that came before
+		// the process exited. A stop that came after the exit (while
+		// the output was still being read) changes nothing: the process
+		// ended by itself.
 		rec.State, rec.CancelReason = j.stopWhy.state, j.stopWhy.reason
 	case errors.As(res.Cause, &stdinErr) && errors.Is(stdinErr.Err, ErrInputTooLarge):
 		rec.State, rec.Limit = Failed, "max_body"

@@ -29,9 +29,22 @@
 //
 // The runner never becomes a child subreaper and never waits for any pid but
 // its own child's, so it cannot steal exit statuses from os/exec.
+//
+// # Containment
+//
+// With Spec.Cgroup the process tree also has a cgroup v2 of its own, which
+// nothing started inside can leave: the child is cloned straight into it,
+// the escalation to SIGKILL also writes cgroup.kill, and when the main
+// process has exited the cgroup is killed and Done waits until it is empty,
+// so a setsid escapee dies with the job and no longer holds its pipes.
+// Spec.Credential runs the tree as another user without supplementary
+// groups; Spec.Rlimits and Spec.Umask are applied in the child only,
+// through a re-exec of the gateway's own binary (see [ShimArg]), never with
+// Setrlimit in the gateway.
 package runner
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -90,6 +103,51 @@ type Spec struct {
 	// Log receives the runner's lines about kill escalation and stuck pipes.
 	// The zero Logger discards them.
 	Log zerolog.Logger
+
+	// Cgroup, when not nil, is the job's own cgroup (v2): the process is
+	// spawned straight into it (SysProcAttr.CgroupFD, no window in which it
+	// runs elsewhere). Cancel's escalation to SIGKILL also kills the
+	// cgroup, and once the main process has exited the cgroup is killed
+	// (whatever the job left running dies, processes that left the group
+	// included) and Done waits, up to 2 s, for it to be empty. The caller
+	// owns it: it creates it before Start, and reads its statistics,
+	// removes and closes it after Done. Leave it a nil interface when there
+	// is none: a nil *cgroup.Job stored in it is not nil.
+	Cgroup CgroupJob
+	// Credential, when not nil, runs the process as that user and group
+	// (the gateway must be root). Supplementary groups are always dropped:
+	// the runner ignores Groups and NoSetGroups.
+	Credential *syscall.Credential
+	// Umask, when not nil, is the process's umask.
+	Umask *uint32
+	// Rlimits are set, soft and hard, in the process only, never in the
+	// gateway. With Umask, they make the child start as the gateway's own
+	// binary in shim mode (see [ShimArg]), which applies them and then
+	// executes Argv; the process keeps its pid, group and cgroup. An
+	// error of the shim (a limit refused, Argv[0] not executable as
+	// Credential's user) is reported on the process's stderr with exit
+	// status 127.
+	Rlimits []Rlimit
+}
+
+// CgroupJob is the cgroup of one job, as the runner uses it
+// (*cgroup.Job implements it).
+type CgroupJob interface {
+	// FD is an open descriptor of the cgroup's directory.
+	FD() int
+	// Kill kills every process in the cgroup (cgroup.kill).
+	Kill() error
+	// WaitEmpty returns once no process is left in the cgroup, or with
+	// ctx's error.
+	WaitEmpty(ctx context.Context) error
+}
+
+// Rlimit is one resource limit for the process: setrlimit(2)'s Resource
+// (unix.RLIMIT_NOFILE, ...) and its soft and hard values
+// (unix.RLIM_INFINITY for unlimited).
+type Rlimit struct {
+	Resource   int
+	Soft, Hard uint64
 }
 
 // Result says how a process ended.
@@ -132,6 +190,10 @@ var ErrCanceled = errors.New("runner: canceled")
 // still gets every byte the tree wrote.
 const postExitIdle = 2 * time.Second
 
+// cgroupEmptyWait bounds how long the runner waits for the job's cgroup to
+// empty after killing it.
+const cgroupEmptyWait = 2 * time.Second
+
 // copyBufSize is the size of each copy goroutine's buffer.
 const copyBufSize = 32 << 10
 
@@ -141,6 +203,7 @@ type Process struct {
 	cmd       *exec.Cmd
 	pid       int // also the process group id (Setpgid)
 	grace     time.Duration
+	cgroup    CgroupJob // nil without Spec.Cgroup
 	log       zerolog.Logger
 	startedAt time.Time
 	copiers   []*copier
@@ -177,15 +240,34 @@ func Start(spec Spec) (*Process, error) {
 	if env == nil {
 		env = []string{} // nil would make os/exec inherit the gateway's environment
 	}
+	sys := &syscall.SysProcAttr{
+		Setpgid:   true,
+		Pdeathsig: syscall.SIGKILL,
+	}
+	if spec.Credential != nil {
+		// A nil Groups makes the child call setgroups(0, NULL): no
+		// supplementary group of the gateway's survives.
+		sys.Credential = &syscall.Credential{Uid: spec.Credential.Uid, Gid: spec.Credential.Gid}
+	}
+	if spec.Cgroup != nil {
+		sys.UseCgroupFD = true
+		sys.CgroupFD = spec.Cgroup.FD()
+	}
 	cmd := &exec.Cmd{
-		Path: path,
-		Args: spec.Argv,
-		Dir:  spec.Dir,
-		Env:  env,
-		SysProcAttr: &syscall.SysProcAttr{
-			Setpgid:   true,
-			Pdeathsig: syscall.SIGKILL,
-		},
+		Path:        path,
+		Args:        spec.Argv,
+		Dir:         spec.Dir,
+		Env:         env,
+		SysProcAttr: sys,
+	}
+	if spec.Umask != nil || len(spec.Rlimits) > 0 {
+		// The shim reports a command it cannot execute only as exit 127:
+		// catch the common cases here, as an error of Start.
+		if err := checkExecutable(path, spec.Dir); err != nil {
+			return nil, fmt.Errorf("start %q: %w", argv0, err)
+		}
+		cmd.Path = shimPath
+		cmd.Args = shimArgv(path, spec.Argv, spec.Umask, spec.Rlimits)
 	}
 	// Every stdio of the child is an *os.File (or nil, /dev/null opened by
 	// os/exec), so os/exec starts no copy goroutine of its own and Wait
@@ -193,7 +275,7 @@ func Start(spec Spec) (*Process, error) {
 	var (
 		closeOnErr []*os.File // everything to close if Start fails
 		childEnds  []*os.File // the child's ends, closed in the parent after Start
-		p          = &Process{grace: spec.KillGrace, log: spec.Log, done: make(chan struct{})}
+		p          = &Process{grace: spec.KillGrace, cgroup: spec.Cgroup, log: spec.Log, done: make(chan struct{})}
 	)
 	fail := func(err error) (*Process, error) {
 		for _, f := range closeOnErr {
@@ -312,7 +394,7 @@ func (p *Process) Cancel(cause error) {
 	termErr := unix.Kill(-p.pid, unix.SIGTERM)
 	var killErr error
 	if p.grace <= 0 {
-		killErr = unix.Kill(-p.pid, unix.SIGKILL)
+		killErr = p.killAll()
 		p.killed = true
 	} else {
 		p.timerWG.Add(1)
@@ -330,8 +412,25 @@ func (p *Process) Cancel(cause error) {
 		if killErr != nil {
 			ev = ev.Err(killErr)
 		}
-		ev.Int(logkey.Pgid, p.pid).Int64(logkey.KillGraceMs, 0).Msg("kill_grace elapsed; sent SIGKILL to process group")
+		ev.Int(logkey.Pgid, p.pid).Int64(logkey.KillGraceMs, 0).Msg(p.killMsg())
 	}
+}
+
+// killAll sends SIGKILL to the group and kills the cgroup, if any.
+func (p *Process) killAll() error {
+	err := unix.Kill(-p.pid, unix.SIGKILL)
+	if p.cgroup != nil {
+		err = errors.Join(err, p.cgroup.Kill())
+	}
+	return err
+}
+
+// killMsg is the log message of the escalation to SIGKILL.
+func (p *Process) killMsg() string {
+	if p.cgroup != nil {
+		return "kill_grace elapsed; sent SIGKILL to process group and killed its cgroup"
+	}
+	return "kill_grace elapsed; sent SIGKILL to process group"
 }
 
 // escalate runs on the kill_grace timer: SIGKILL to the group unless the
@@ -345,7 +444,7 @@ func (p *Process) escalate() {
 		p.mu.Unlock()
 		return
 	}
-	err := unix.Kill(-p.pid, unix.SIGKILL)
+	err := p.killAll()
 	p.killed = true
 	p.mu.Unlock()
 
@@ -353,7 +452,7 @@ func (p *Process) escalate() {
 	if err != nil {
 		ev = ev.Err(err)
 	}
-	ev.Int(logkey.Pgid, p.pid).Int64(logkey.KillGraceMs, p.grace.Milliseconds()).Msg("kill_grace elapsed; sent SIGKILL to process group")
+	ev.Int(logkey.Pgid, p.pid).Int64(logkey.KillGraceMs, p.grace.Milliseconds()).Msg(p.killMsg())
 }
 
 // leaderExited reports whether the main process has exited and waits to be
@@ -394,6 +493,7 @@ func (p *Process) watch() {
 		p.sweep()
 	}
 	p.timerWG.Wait()
+	p.emptyCgroup()
 
 	// The process is gone: a copy into its stdin cannot go on. A blocked
 	// Write returns at once; a blocked Read of Spec.Stdin is the caller's.
@@ -427,10 +527,29 @@ func (p *Process) watch() {
 	close(p.done)
 }
 
-// sweep kills whatever the main process left running in its group.
+// sweep kills whatever the main process left running in its group and
+// in its cgroup.
 func (p *Process) sweep() {
 	if err := unix.Kill(-p.pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
 		p.log.Warn().Err(err).Int(logkey.Pgid, p.pid).Msg("sweep process group")
+	}
+	if p.cgroup != nil {
+		if err := p.cgroup.Kill(); err != nil {
+			p.log.Warn().Err(err).Int(logkey.Pgid, p.pid).Msg("kill the job's cgroup")
+		}
+	}
+}
+
+// emptyCgroup waits, bounded, until the killed cgroup holds no process, so
+// that a result never reports a job whose processes still run.
+func (p *Process) emptyCgroup() {
+	if p.cgroup == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cgroupEmptyWait)
+	defer cancel()
+	if err := p.cgroup.WaitEmpty(ctx); err != nil {
+		p.log.Warn().Err(err).Int(logkey.Pgid, p.pid).Msg("the job's cgroup is not empty after cgroup.kill")
 	}
 }
 

@@ -1,0 +1,227 @@
+package lifecycle
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// fired reports whether the Idle has fired, without waiting.
+func fired(i *Idle) bool {
+	select {
+	case <-i.Expired():
+		return true
+	default:
+		return false
+	}
+}
+
+// The timing tests run in a synctest bubble: time is fake, so "exactly
+// after the timeout" is checked to the nanosecond, and nothing sleeps.
+
+func TestIdleFiresAfterTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		i := NewIdle(time.Second)
+		time.Sleep(time.Second - time.Nanosecond)
+		synctest.Wait()
+		if fired(i) {
+			t.Fatalf("fired before the timeout")
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if !fired(i) {
+			t.Fatalf("not fired after the timeout with no activity")
+		}
+	})
+}
+
+func TestIdleBeginHoldsOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		i := NewIdle(time.Second)
+		time.Sleep(900 * time.Millisecond)
+		i.Begin() // 100 ms before it would fire
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if fired(i) {
+			t.Fatalf("fired while work was in progress")
+		}
+		i.End()
+		// End re-arms for a whole timeout from now, not from the start.
+		time.Sleep(time.Second - time.Nanosecond)
+		synctest.Wait()
+		if fired(i) {
+			t.Fatalf("fired less than the timeout after End")
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if !fired(i) {
+			t.Fatalf("not fired the timeout after End")
+		}
+	})
+}
+
+func TestIdleCountsNestedWork(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		i := NewIdle(time.Second)
+		i.Begin() // a request
+		i.Begin() // the job it submits
+		i.End()   // the request answered 202; the job goes on
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if fired(i) {
+			t.Fatalf("fired with one piece of work still in progress")
+		}
+		i.End()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if !fired(i) {
+			t.Fatalf("not fired after the last End")
+		}
+	})
+}
+
+func TestIdleEndRearmsEachTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		i := NewIdle(time.Second)
+		// Short requests, each 600 ms after the last: never a whole
+		// second idle.
+		for range 10 {
+			time.Sleep(600 * time.Millisecond)
+			i.Begin()
+			time.Sleep(10 * time.Millisecond)
+			i.End()
+		}
+		synctest.Wait()
+		if fired(i) {
+			t.Fatalf("fired although no idle period lasted the timeout")
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if !fired(i) {
+			t.Fatalf("not fired a timeout after the last request")
+		}
+		// After firing, more work changes nothing and fires nothing twice.
+		i.Begin()
+		i.End()
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+	})
+}
+
+func TestIdleStop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		i := NewIdle(time.Second)
+		time.Sleep(500 * time.Millisecond)
+		i.Stop()
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if fired(i) {
+			t.Fatalf("fired after Stop")
+		}
+		// Work after Stop does not re-arm the timer.
+		i.Begin()
+		i.End()
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if fired(i) {
+			t.Fatalf("fired after Stop, Begin, End")
+		}
+		i.Stop() // twice is fine
+	})
+}
+
+func TestIdleStopAfterFiring(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		i := NewIdle(time.Second)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if !fired(i) {
+			t.Fatalf("not fired")
+		}
+		i.Stop()
+		if !fired(i) {
+			t.Fatalf("Stop un-fired the channel")
+		}
+	})
+}
+
+func TestIdleZeroTimeoutNeverFires(t *testing.T) {
+	for _, timeout := range []time.Duration{0, -time.Second} {
+		synctest.Test(t, func(t *testing.T) {
+			i := NewIdle(timeout)
+			i.Begin()
+			i.End()
+			time.Sleep(24 * time.Hour)
+			synctest.Wait()
+			if fired(i) {
+				t.Fatalf("NewIdle(%v) fired", timeout)
+			}
+		})
+	}
+}
+
+// TestIdleConcurrent hammers Begin and End from several goroutines with a
+// timeout so short that timers fire all the time, on real time and under
+// the race detector: an Idle may fire in any gap between pieces of work,
+// but never while a worker holds a Begin it took before seeing it unfired,
+// and never twice (a second close would panic).
+func TestIdleConcurrent(t *testing.T) {
+	var firedWhileBusy atomic.Int64
+	for range 200 {
+		i := NewIdle(time.Microsecond)
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for n := 0; n < 1000 && !fired(i); n++ {
+					i.Begin()
+					before := fired(i)
+					runtime.Gosched() // let the timers' goroutines run
+					if !before && fired(i) {
+						firedWhileBusy.Add(1)
+					}
+					i.End()
+				}
+			})
+		}
+		wg.Wait()
+		if n := firedWhileBusy.Load(); n > 0 {
+			t.Fatalf("fired while work was in progress (%d times)", n)
+		}
+		select {
+		case <-i.Expired():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("not fired after everything ended")
+		}
+		// Work and Stop racing with a fired Idle neither panic nor
+		// reopen it.
+		for range 2 {
+			wg.Go(func() {
+				i.Begin()
+				i.End()
+				i.Stop()
+			})
+		}
+		wg.Wait()
+		if !fired(i) {
+			t.Fatalf("Expired reopened")
+		}
+	}
+}
+
+// TestIdleStopRacesTimer stops Idles whose timers are firing at the same
+// moment: either it fired before Stop, or it never fires.
+func TestIdleStopRacesTimer(t *testing.T) {
+	for range 200 {
+		i := NewIdle(time.Microsecond)
+		time.Sleep(time.Microsecond)
+		i.Stop()
+		before := fired(i)
+		time.Sleep(100 * time.Microsecond)
+		if after := fired(i); after != before {
+			t.Fatalf("fired after Stop returned")
+		}
+	}
+}
