@@ -4,6 +4,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/execgw/execgw/internal/cgroup"
 	"github.com/execgw/execgw/internal/config"
 	"github.com/execgw/execgw/internal/runner"
 )
@@ -36,6 +37,7 @@ type Job struct {
 	mu      sync.Mutex
 	rec     Record
 	proc    *runner.Process
+	cg      *cgroup.Job   // nil without per-job cgroups
 	wake    chan struct{} // closed when new output was stored
 	watched bool          // someone waits on wake
 }

@@ -18,6 +18,7 @@ func (r *Registry) Recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.sweepCgroups()
 	for _, rec := range recs {
 		log := r.log.With().Str(logkey.JobID, rec.ID).Str(logkey.Command, rec.Command).Logger()
 		if rec.Pgid > 0 {

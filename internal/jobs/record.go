@@ -69,6 +69,10 @@ type Record struct {
 	StderrBytes     int64
 	StdoutTruncated bool
 	StderrTruncated bool
+	// MemoryPeak (bytes) and CPUTimeMs are known when the job had a
+	// cgroup with the accounting; zero otherwise.
+	MemoryPeak int64
+	CPUTimeMs  int64
 }
 
 // Duration is how long the job ran, or has been running at now.
@@ -108,6 +112,8 @@ type wireRecord struct {
 	StderrBytes     int64             `json:"stderr_bytes"`
 	StdoutTruncated bool              `json:"stdout_truncated"`
 	StderrTruncated bool              `json:"stderr_truncated"`
+	MemoryPeak      *int64            `json:"memory_peak_bytes,omitempty"`
+	CPUTimeMs       *int64            `json:"cpu_time_ms,omitempty"`
 }
 
 // MarshalJSON writes the record in the contract's form.
@@ -133,6 +139,8 @@ func (r Record) MarshalJSON() ([]byte, error) {
 		StderrBytes:     r.StderrBytes,
 		StdoutTruncated: r.StdoutTruncated,
 		StderrTruncated: r.StderrTruncated,
+		MemoryPeak:      nonZero(r.MemoryPeak),
+		CPUTimeMs:       nonZero(r.CPUTimeMs),
 	}
 	if w.Params == nil {
 		w.Params = map[string]string{}
@@ -171,6 +179,8 @@ func (r *Record) UnmarshalJSON(b []byte) error {
 		StderrBytes:     w.StderrBytes,
 		StdoutTruncated: w.StdoutTruncated,
 		StderrTruncated: w.StderrTruncated,
+		MemoryPeak:      deref(w.MemoryPeak),
+		CPUTimeMs:       deref(w.CPUTimeMs),
 	}
 	return nil
 }
@@ -182,7 +192,7 @@ func nonEmpty(s string) *string {
 	return &s
 }
 
-func nonZero(n int) *int {
+func nonZero[T int | int64](n T) *T {
 	if n == 0 {
 		return nil
 	}

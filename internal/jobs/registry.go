@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/execgw/execgw/internal/cgroup"
 	"github.com/execgw/execgw/internal/config"
 	"github.com/execgw/execgw/internal/logkey"
 	"github.com/execgw/execgw/internal/runner"
@@ -56,6 +57,10 @@ type Options struct {
 	Limits   Limits
 	Metrics  prometheus.Registerer // nil: not exported
 	Activity Activity              // nil: not counted
+	// Cgroups, when set, puts every job in a cgroup of its own, so that
+	// everything it starts dies with it and its limits hold; nil: the
+	// process group is the unit.
+	Cgroups *cgroup.Manager
 }
 
 // Request asks for one run of a command.
@@ -83,6 +88,7 @@ type Registry struct {
 	metrics  *metrics
 	activity Activity
 	bootID   string // recorded with each process group, for the recovery sweep
+	cgroups  *cgroup.Manager
 
 	jobsWG sync.WaitGroup // one per job supervisor
 	stop   context.CancelFunc
@@ -108,6 +114,7 @@ func New(opts Options) *Registry {
 		limits:   opts.Limits,
 		metrics:  newMetrics(opts.Metrics),
 		activity: opts.Activity,
+		cgroups:  opts.Cgroups,
 		stop:     cancel,
 		live:     map[string]*Job{},
 		perCmd:   map[string]int{},
@@ -302,21 +309,37 @@ func (r *Registry) jobLog(j *Job) zerolog.Logger {
 // start starts the admitted job's process and stores the running record.
 // A process that cannot start ends the job as failed.
 func (j *Job) start(log zerolog.Logger, argv []string) {
-	proc, err := runner.Start(runner.Spec{
-		Argv:      argv,
-		Dir:       j.cmd.Dir,
-		Env:       j.cmd.Environ(),
-		Stdin:     j.stdin,
-		Stdout:    j.stdout,
-		Stderr:    j.stderr,
-		KillGrace: j.cmd.KillGrace,
-		Log:       log,
-	})
+	spec := runner.Spec{
+		Argv:       argv,
+		Dir:        j.cmd.Dir,
+		Env:        j.cmd.Environ(),
+		Stdin:      j.stdin,
+		Stdout:     j.stdout,
+		Stderr:     j.stderr,
+		KillGrace:  j.cmd.KillGrace,
+		Log:        log,
+		Credential: credential(j.cmd),
+		Umask:      j.cmd.Umask,
+		Rlimits:    rlimits(j.cmd),
+	}
+	var err error
+	if m := j.reg.cgroups; m != nil {
+		var cg *cgroup.Job
+		cg, err = m.NewJob(j.rec.ID, cgroup.Limits{MemoryMax: j.cmd.MemoryMax, PidsMax: j.cmd.PidsMax, CPUMax: j.cmd.CPUMax})
+		if err == nil {
+			j.cg, spec.Cgroup = cg, cg
+		}
+	}
+	var proc *runner.Process
+	if err == nil {
+		proc, err = runner.Start(spec)
+	}
 	now := time.Now().UTC()
 	j.mu.Lock()
 	j.rec.StartedAt = now
 	if err != nil {
 		j.mu.Unlock()
+		j.releaseCgroup(log)
 		log.Error().Err(err).Msg("job could not start")
 		return
 	}
@@ -404,6 +427,8 @@ func (j *Job) finish(log zerolog.Logger, res runner.Result) {
 		code := res.ExitCode
 		rec.ExitCode = &code
 	}
+	stats := j.releaseCgroup(log)
+	rec.MemoryPeak, rec.CPUTimeMs = stats.MemoryPeak, stats.CPUTime.Milliseconds()
 	var stdinErr *runner.StdinError
 	switch {
 	case isClosed(j.stopReq) && (j.proc == nil || res.Cause != nil):
@@ -417,8 +442,14 @@ func (j *Job) finish(log zerolog.Logger, res runner.Result) {
 		rec.State, rec.Limit = Failed, "max_body"
 	case errors.As(res.Cause, &stdinErr):
 		rec.State, rec.CancelReason = Canceled, ReasonClientDisconnected
+	case stats.OOMKilled:
+		rec.State, rec.Limit = Failed, "memory_max"
 	case j.proc != nil && res.Signal == 0 && res.ExitCode == 0 && res.Err == nil:
 		rec.State = Succeeded
+	case stats.PidsMaxHit:
+		// A fork refused at pids_max explains the failure; on a job that
+		// succeeded anyway it is no cause of anything.
+		rec.State, rec.Limit = Failed, "pids_max"
 	default:
 		rec.State = Failed
 	}
@@ -458,6 +489,12 @@ func logEnd(log zerolog.Logger, rec Record) {
 	}
 	if rec.Limit != "" {
 		ev = ev.Str(logkey.Limit, rec.Limit)
+	}
+	if rec.MemoryPeak > 0 {
+		ev = ev.Int64(logkey.MemoryPeak, rec.MemoryPeak)
+	}
+	if rec.CPUTimeMs > 0 {
+		ev = ev.Int64(logkey.CPUTimeMs, rec.CPUTimeMs)
 	}
 	ev.Msg("job ended")
 }

@@ -20,6 +20,9 @@ const (
 	StdoutBytes  = "stdout_bytes"
 	StderrBytes  = "stderr_bytes"
 	KillGraceMs  = "kill_grace_ms"
+	MemoryPeak   = "memory_peak_bytes"
+	CPUTimeMs    = "cpu_time_ms"
+	Stream       = "stream"
 	Cause        = "cause"
 )
 
