@@ -362,6 +362,8 @@ func benchLoad(ctx context.Context, r *report, bin, dir, shm, extraRoot string, 
 			r.printf("- %s, round %d, %s: `%.200s`\n", res.name, res.round, kind, msg)
 		}
 	}
+	r.printf("\nConnections opened during the window are not errors: the clients share one pool, and a client that finds no idle " +
+		"connection (another took the one it just released) dials a new one; no request failed for it.\n")
 
 	rates := map[string]float64{}
 	gwErrors := 0
@@ -387,11 +389,13 @@ func benchLoad(ctx context.Context, r *report, bin, dir, shm, extraRoot string, 
 		"after the last (its clients' connections closed; jobs running at the end: %.0f):\n\n", ms(idle.settled), running)
 	row := func(name string, m memory) []string {
 		return []string{name, fmt.Sprintf("%.0f", m.goroutines), kib(float64(m.status["VmRSS"]) * 1024),
-			kib(float64(m.status["RssAnon"]) * 1024), kib(m.heap), kib(m.stack), fmt.Sprint(m.status["Threads"]), fmt.Sprint(m.fds)}
+			kib(float64(m.status["RssAnon"]) * 1024), kib(float64(m.status["RssFile"]) * 1024), kib(m.heap), kib(m.stack),
+			fmt.Sprint(m.status["Threads"]), fmt.Sprint(m.fds)}
 	}
-	r.table([]string{"", "goroutines", "VmRSS", "RssAnon", "Go heap in use", "Go stacks in use", "OS threads", "open fds"}, [][]string{
+	r.printf("`RssFile` is file-backed memory: the binary and bbolt's mmap of the database, which grows with the records stored.\n\n")
+	r.table([]string{"", "goroutines", "VmRSS", "RssAnon", "RssFile", "Go heap in use", "Go stacks in use", "OS threads", "open fds"}, [][]string{
 		row("idle, before", idle.before),
-		{"peak (VmHWM)", "", kib(float64(idle.peakRSS) * 1024), "", "", "", "", ""},
+		{"peak (VmHWM)", "", kib(float64(idle.peakRSS) * 1024), "", "", "", "", "", ""},
 		row("1 s after", idle.soon),
 		row(ms(idle.settled)+" after", idle.after),
 	})
@@ -399,8 +403,9 @@ func benchLoad(ctx context.Context, r *report, bin, dir, shm, extraRoot string, 
 		goal: "≥ 1", met: gwRate >= minRate})
 	r.target(target{issue: "6", figure: "load errors (gateway), resets and dial errors included", measured: fmt.Sprint(gwErrors),
 		goal: "0", met: gwErrors == 0})
-	r.target(target{issue: "6", figure: "goroutines and RSS back near idle after the load", measured: fmt.Sprintf("goroutines %.0f → %.0f, VmRSS %s → %s",
-		idle.before.goroutines, idle.after.goroutines, kib(float64(idle.before.status["VmRSS"])*1024), kib(float64(idle.after.status["VmRSS"])*1024)),
+	r.target(target{issue: "6", figure: "goroutines and RSS back near idle after the load", measured: fmt.Sprintf("goroutines %.0f → %.0f, VmRSS %s → %s (RssAnon %s → %s) %s after",
+		idle.before.goroutines, idle.after.goroutines, kib(float64(idle.before.status["VmRSS"])*1024), kib(float64(idle.after.status["VmRSS"])*1024),
+		kib(float64(idle.before.status["RssAnon"])*1024), kib(float64(idle.after.status["RssAnon"])*1024), ms(idle.settled)),
 		goal: "goroutines ≤ idle + 5, VmRSS ≤ max(1.25 × idle, idle + 8 MiB)", met: idle.back})
 	return nil
 }

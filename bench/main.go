@@ -18,6 +18,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -295,13 +296,20 @@ func run(ctx context.Context, args []string) (err error) {
 		}
 	}
 	if o.wants("load") {
-		progress("load: %d clients, %v × 3 targets × %d rounds", o.clients, o.loadDuration, o.loadRounds)
+		progress("load: %d clients, %v per target, %d rounds", o.clients, o.loadDuration, o.loadRounds)
 		if err := benchLoad(ctx, parts["load"], bin, dir, shm, extraRoot, mini, o.clients, o.loadDuration, o.settle, o.loadRounds); err != nil {
 			return fmt.Errorf("load: %w", err)
 		}
 	}
 
-	doc := header(ctx, modRoot, args, began)
+	containment := "unknown"
+	for _, g := range []*gateway{disk, tmpfs, quiet, extra} {
+		if g != nil {
+			containment = startupField(g.logPath, "containment")
+			break
+		}
+	}
+	doc := header(ctx, modRoot, args, began, containment)
 	all := &report{}
 	for _, s := range sections {
 		all.targets = append(all.targets, parts[s].targets...)
@@ -320,11 +328,11 @@ func run(ctx context.Context, args []string) (err error) {
 }
 
 // header says what ran where.
-func header(ctx context.Context, modRoot string, args []string, began time.Time) string {
+func header(ctx context.Context, modRoot string, args []string, began time.Time, containment string) string {
 	var b strings.Builder
 	b.WriteString("# execgw benchmark report\n\n")
 	fmt.Fprintf(&b, "- command: `%s`\n", strings.TrimSpace("go run ./bench "+strings.Join(args, " ")))
-	fmt.Fprintf(&b, "- gateway: `go build -o $TMP/execgw ./cmd/execgw` (no -race) at %s\n", gitVersion(ctx, modRoot))
+	fmt.Fprintf(&b, "- gateway: `go build -o $TMP/execgw ./cmd/execgw` (no -race) at %s; containment in use: %s\n", gitVersion(ctx, modRoot), containment)
 	fmt.Fprintf(&b, "- machine: nproc %d, %s, %s RAM, kernel %s, %s\n", nproc(), cpuModel(), memTotal(), kernel(), goVersion(ctx))
 	fmt.Fprintf(&b, "- date: %s, the run took %s\n", began.UTC().Format(time.RFC3339), time.Since(began).Round(time.Second))
 	return b.String()
@@ -383,6 +391,26 @@ func gitVersion(ctx context.Context, modRoot string) string {
 		v += " with uncommitted changes"
 	}
 	return v
+}
+
+// startupField returns a field of the gateway's "execgw starting" log line.
+func startupField(logPath, field string) string {
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		return "unknown"
+	}
+	for line := range strings.Lines(string(data)) {
+		if !strings.Contains(line, `"execgw starting"`) {
+			continue
+		}
+		var fields map[string]any
+		if json.Unmarshal([]byte(line), &fields) == nil {
+			if v, ok := fields[field]; ok {
+				return fmt.Sprint(v)
+			}
+		}
+	}
+	return "unknown"
 }
 
 // moduleRoot is the directory of the go.mod the benchmark belongs to.

@@ -114,7 +114,6 @@ func benchOverhead(ctx context.Context, r *report, gws overheadGateways, runs in
 	}
 	r.table([]string{"", "mean", "p50", "p90", "p99", "mean − plain", "p50 − plain", "server CPU per run: own + children"}, rows)
 
-	over := disk.d.mean() - plain.d.mean()
 	diff := func(a, b *overheadVariant) string {
 		return ms(a.d.mean()-b.d.mean()) + " (p50: " + ms(a.d.pct(50)-b.d.pct(50)) + ")"
 	}
@@ -128,15 +127,19 @@ func benchOverhead(ctx context.Context, r *report, gws overheadGateways, runs in
 	}
 	r.printf("\nEvery job is durable: 3 bbolt commits (created, running, ended), each 2 fdatasyncs; and 2 output files "+
 		"created, then fsynced with their directory when the job ends: 2 creates and 10 syncs per run, in sequence. "+
-		"The same operations timed alone in this run, on the state directory's file system (mean of 200 each): create an "+
+		"The same operations timed alone in this run, on the state directory's file system (median of 200 each): create an "+
 		"empty file %s, fsync it %s, fsync its directory %s, a 4 KiB write + fdatasync %s; "+
 		"2 × (create + fsync + directory fsync) + 6 × fdatasync = **%s per run**, the floor of durability as designed "+
 		"on this disk.\n\n", ms(fs.create), ms(fs.fileSync), ms(fs.dirSync), ms(fs.fdatasync), ms(fs.perJob()))
-	r.target(target{issue: "2", figure: "per-run overhead over a plain spawn (mean)", measured: ms(over),
-		goal: "< 0.3 ms", met: over < 300*time.Microsecond})
+	// The target is read on medians: on a shared machine, other tenants'
+	// bursts inflate the means of every row, and not by the same amount.
+	over := disk.d.pct(50) - plain.d.pct(50)
+	r.target(target{issue: "2", figure: "per-run overhead over a plain spawn (difference of medians)",
+		measured: ms(over) + " (of means: " + ms(disk.d.mean()-plain.d.mean()) + ")",
+		goal:     "< 0.3 ms", met: over < 300*time.Microsecond})
 	if tmpfs != nil {
-		noSync := tmpfs.d.mean() - plain.d.mean()
-		r.printf("Without the fsyncs (state_dir on tmpfs) the overhead is %s: %s the 0.3 ms target.\n\n", ms(noSync),
+		noSync := tmpfs.d.pct(50) - plain.d.pct(50)
+		r.printf("With the state on tmpfs, where creating and syncing files costs next to nothing, the overhead is %s (medians): %s the 0.3 ms target.\n\n", ms(noSync),
 			map[bool]string{true: "within", false: "still over"}[noSync < 300*time.Microsecond])
 	}
 	return nil
@@ -157,7 +160,7 @@ func (c fsCosts) perJob() time.Duration {
 	return 2*(c.create+c.fileSync+c.dirSync) + 6*c.fdatasync
 }
 
-// measureFS times the operations of fsCosts in dir, n of each, averaged.
+// measureFS times the operations of fsCosts in dir, n of each; medians.
 func measureFS(dir string, n int) (c fsCosts, err error) {
 	sub, err := os.MkdirTemp(dir, "fscost-")
 	if err != nil {
@@ -169,16 +172,17 @@ func measureFS(dir string, n int) (c fsCosts, err error) {
 		return c, err
 	}
 	defer d.Close()
+	var create, fileSync, dirSync, fdatasync durations
 	for i := range n {
 		start := time.Now()
 		f, err := os.OpenFile(filepath.Join(sub, fmt.Sprintf("%d.stdout", i)), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 		if err != nil {
 			return c, err
 		}
-		c.create += time.Since(start)
+		create = append(create, time.Since(start))
 		start = time.Now()
 		err = f.Sync()
-		c.fileSync += time.Since(start)
+		fileSync = append(fileSync, time.Since(start))
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
@@ -189,7 +193,7 @@ func measureFS(dir string, n int) (c fsCosts, err error) {
 		if err := d.Sync(); err != nil {
 			return c, err
 		}
-		c.dirSync += time.Since(start)
+		dirSync = append(dirSync, time.Since(start))
 	}
 	f, err := os.Create(filepath.Join(sub, "db"))
 	if err != nil {
@@ -197,17 +201,15 @@ func measureFS(dir string, n int) (c fsCosts, err error) {
 	}
 	defer f.Close()
 	buf := make([]byte, 4096)
-	start := time.Now()
 	for range n {
+		start := time.Now()
 		if _, err := f.WriteAt(buf, 0); err != nil {
 			return c, err
 		}
 		if err := unix.Fdatasync(int(f.Fd())); err != nil {
 			return c, err
 		}
+		fdatasync = append(fdatasync, time.Since(start))
 	}
-	c.fdatasync = time.Since(start)
-	k := time.Duration(n)
-	c.create, c.fileSync, c.dirSync, c.fdatasync = c.create/k, c.fileSync/k, c.dirSync/k, c.fdatasync/k
-	return c, nil
+	return fsCosts{create: create.pct(50), fileSync: fileSync.pct(50), dirSync: dirSync.pct(50), fdatasync: fdatasync.pct(50)}, nil
 }

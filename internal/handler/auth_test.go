@@ -462,3 +462,21 @@ func TestMatchToken(t *testing.T) {
 		}
 	}
 }
+
+// TestForgedRequestIDIsReplaced: an inbound X-Request-ID that could forge
+// a log field or line is replaced by one of the gateway's own.
+func TestForgedRequestIDIsReplaced(t *testing.T) {
+	s := startAuthServer(t, authConfig)
+	for _, id := range []string{`x","token":"ops`, "a b", strings.Repeat("r", 129), "ok-id.1:2_3"} {
+		req, _ := http.NewRequest("GET", s.URL+"/healthz", nil)
+		req.Header.Set("X-Request-ID", id)
+		resp, _ := s.send(req)
+		got := resp.Header.Get("X-Request-ID")
+		if want := id == "ok-id.1:2_3"; (got == id) != want || got == "" {
+			t.Errorf("X-Request-ID %q answered %q; kept: %v, want %v", id, got, got == id, want)
+		}
+	}
+	if strings.Contains(s.log.String(), `"token":"ops"`) {
+		t.Errorf("a forged request id added a field to the log:\n%s", s.log.String())
+	}
+}
