@@ -194,8 +194,11 @@ const postExitIdle = 2 * time.Second
 // empty after killing it.
 const cgroupEmptyWait = 2 * time.Second
 
-// copyBufSize is the size of each copy goroutine's buffer.
+// copyBufSize is the largest buffer of a copy goroutine.
 const copyBufSize = 32 << 10
+
+// minCopyBufSize is where an output copier's buffer starts.
+const minCopyBufSize = 2 << 10
 
 // Process is one started process tree. Its methods are safe for concurrent
 // use.
@@ -615,7 +618,10 @@ func (c *copier) extend(d time.Duration) {
 }
 
 func (c *copier) run() {
-	buf := make([]byte, copyBufSize)
+	// Start small and grow while reads fill the buffer: a quiet job (most
+	// detached ones) then costs a few KiB, a streaming one gets full-size
+	// reads after a handful.
+	buf := make([]byte, minCopyBufSize)
 	w := c.w
 	for {
 		n, err := c.r.Read(buf)
@@ -625,6 +631,9 @@ func (c *copier) run() {
 				w = nil // drain and discard from now on
 			}
 			c.extend(time.Since(start))
+		}
+		if n == len(buf) && len(buf) < copyBufSize {
+			buf = make([]byte, 2*len(buf))
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
