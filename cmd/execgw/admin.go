@@ -25,8 +25,16 @@ func check(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := checkContainment(cfg); err != nil {
+	// Only a configured cgroup.root is looked at: detecting systemd's
+	// subtree would move this process, and check must change nothing.
+	cgroups, err := openCgroups(cfg, false)
+	if err != nil {
 		return err
+	}
+	if cgroups != nil {
+		if err := checkContainment(cfg, cgroups); err != nil {
+			return err
+		}
 	}
 	_, err = fmt.Fprintf(stdout, "%s: ok, %d commands\n", cfg.Path, len(cfg.Commands))
 	return err

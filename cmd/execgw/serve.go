@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/execgw/execgw/internal/cgroup"
 	"github.com/execgw/execgw/internal/config"
 	"github.com/execgw/execgw/internal/handler"
 	"github.com/execgw/execgw/internal/jobs"
@@ -42,8 +43,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	signals := make(chan os.Signal, 2)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(signals)
-	if err := checkContainment(cfg); err != nil {
+	cgroups, err := openCgroups(cfg, true)
+	if err != nil {
 		return err
+	}
+	if err := checkContainment(cfg, cgroups); err != nil {
+		return err
+	}
+	containment := "process groups"
+	if cgroups != nil {
+		containment = "cgroups in " + cgroups.Root()
 	}
 
 	lns, activated, err := lifecycle.Listen(cfg.Listen)
@@ -87,6 +96,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		},
 		Metrics:  metrics,
 		Activity: idle,
+		Cgroups:  cgroups,
 	})
 	defer registry.Close()
 	if err := registry.Recover(ctx); err != nil {
@@ -108,7 +118,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Str("config", cfg.Path).
 		Str("state_dir", cfg.StateDir).
 		Bool("socket_activated", activated).
-		Str("containment", "process groups").
+		Str("containment", containment).
 		Int("commands", len(cfg.Commands)).
 		Stringer("shutdown_grace", cfg.ShutdownGrace).
 		Stringer("idle_exit", cfg.IdleExit).
@@ -148,33 +158,46 @@ func newLogger(cfg config.Log, w io.Writer) zerolog.Logger {
 	return zerolog.New(w).Level(cfg.Level).With().Timestamp().Logger()
 }
 
-// checkContainment refuses limits this build cannot enforce: a limit that
+// openCgroups returns the manager of per-job cgroups: under cgroup.root
+// when configured (an unusable one stops start-up), else under systemd's
+// delegated subtree when detect allows looking for it (that moves the
+// gateway into a leaf of its own); nil when there is none.
+func openCgroups(cfg *config.Config, detect bool) (*cgroup.Manager, error) {
+	root := cfg.Cgroup.Root
+	if root == "" {
+		var ok bool
+		if !detect {
+			return nil, nil
+		}
+		if root, ok = cgroup.Detect(); !ok {
+			return nil, nil
+		}
+	}
+	m, err := cgroup.Open(root)
+	if err != nil {
+		return nil, fmt.Errorf("%s: cgroup.root: %w", cfg.Path, err)
+	}
+	return m, nil
+}
+
+// checkContainment refuses limits that cannot be enforced: a limit that
 // is silently ignored is worse than none.
-func checkContainment(cfg *config.Config) error {
+func checkContainment(cfg *config.Config, cgroups *cgroup.Manager) error {
 	var errs []error
 	for _, name := range cfg.CommandNames() {
 		cmd := cfg.Commands[name]
-		missing := func(limit, what string) {
-			errs = append(errs, fmt.Errorf("%s: command %q: %s cannot be enforced: %s", cfg.Path, name, limit, what))
-		}
-		const noCgroups = "per-job cgroups are not in use (process groups are the containment unit)"
-		if cmd.MemoryMax > 0 {
-			missing("memory_max", noCgroups)
-		}
-		if cmd.PidsMax > 0 {
-			missing("pids_max", noCgroups)
-		}
-		if cmd.CPUMax > 0 {
-			missing("cpu_max", noCgroups)
-		}
-		if len(cmd.Rlimits) > 0 {
-			missing("rlimits", "not supported by this version of execgw")
-		}
-		if cmd.Umask != nil {
-			missing("umask", "not supported by this version of execgw")
-		}
-		if cmd.User != "" || cmd.Group != "" {
-			missing("user/group", "not supported by this version of execgw")
+		limits := map[string]string{"memory": "memory_max", "pids": "pids_max", "cpu": "cpu_max"}
+		need := cgroup.Limits{MemoryMax: cmd.MemoryMax, PidsMax: cmd.PidsMax, CPUMax: cmd.CPUMax}
+		for _, controller := range need.Controllers() {
+			var err error
+			if cgroups == nil {
+				err = errors.New("per-job cgroups are not in use (set cgroup.root to a writable cgroup v2 directory, or run under systemd with Delegate=yes)")
+			} else {
+				err = cgroups.Require(controller)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: command %q: %s cannot be enforced: %w", cfg.Path, name, limits[controller], err))
+			}
 		}
 	}
 	return errors.Join(errs...)
