@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -312,7 +313,12 @@ func TestCancelAfterExit(t *testing.T) {
 	}
 	t.Cleanup(func() { killSleep(escapee) })
 	pid := j.Record().Pid
-	waitFor(t, "the main process to exit", func() bool { return !alive(pid) })
+	// Reaped, not merely a zombie: the runner marks the exit before it
+	// reaps, so from here on a cancel cannot reach the process.
+	waitFor(t, "the main process to be reaped", func() bool {
+		_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+		return os.IsNotExist(err)
+	})
 	if isClosedChan(j.Done()) {
 		t.Skip("the job ended before the cancel could be sent")
 	}
