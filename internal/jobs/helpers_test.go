@@ -233,17 +233,6 @@ func groupMembers(pgid int) []int {
 	return pids
 }
 
-// alive reports whether pid exists and is not a zombie.
-func alive(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	rest := string(stat[bytes.LastIndexByte(stat, ')')+1:])
-	f := strings.Fields(rest)
-	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
-}
-
 func waitGroupGone(t *testing.T, pgid int) {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("process group %d to be gone", pgid), func() bool { return len(groupMembers(pgid)) == 0 })
