@@ -65,9 +65,9 @@ func benchStream(ctx context.Context, r *report, g *gateway, m *minimal, mib, re
 	base := median(local.data)
 	for _, s := range []*streamResult{local, viaMinimal, viaGateway} {
 		rows = append(rows, []string{s.name, fmt.Sprintf("%.0f MiB/s", median(s.data)), fmt.Sprintf("%.0f MiB/s", median(s.total)),
-			fmt.Sprintf("%.2f", median(s.total)/base)})
+			fmt.Sprintf("%.0f–%.0f MiB/s", slices.Min(s.total), slices.Max(s.total)), fmt.Sprintf("%.2f", median(s.total)/base)})
 	}
-	r.table([]string{"", "to the last byte", "to the end (trailers)", "ratio to dd | cat"}, rows)
+	r.table([]string{"", "to the last byte", "to the end (trailers)", "range over the repetitions (to the end)", "ratio to dd | cat"}, rows)
 	ratio := median(viaGateway.total) / base
 	r.printf("Gateway / minimal server: %.2f.\n\n", median(viaGateway.total)/median(viaMinimal.total))
 	r.target(target{issue: "4", figure: "stream throughput, gateway / `dd | cat`", measured: fmt.Sprintf("%.2f (minimal server: %.2f)", ratio, median(viaMinimal.total)/base),

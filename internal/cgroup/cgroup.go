@@ -238,7 +238,12 @@ func (m *Manager) NewJob(id string, l Limits) (*Job, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("new job cgroup: invalid id %q", id)
 	}
-	if err := m.enable(l.Controllers()); err != nil {
+	controllers := l.Controllers()
+	if !slices.Contains(controllers, "memory") && slices.Contains(m.controllers, "memory") {
+		// Every job's peak memory is worth recording, limited or not.
+		controllers = append(controllers, "memory")
+	}
+	if err := m.enable(controllers); err != nil {
 		return nil, fmt.Errorf("new job cgroup %s: %w", id, err)
 	}
 	path := filepath.Join(m.root, jobPrefix+id)
