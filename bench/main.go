@@ -19,6 +19,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -67,7 +68,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
+	err := run(ctx, os.Args[1:])
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return // the usage is printed
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -82,7 +87,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, gateway logs, state)")
 	fs.IntVar(&o.clients, "clients", 1000, "concurrent clients of the load test")
 	fs.DurationVar(&o.loadDuration, "load-duration", 10*time.Second, "measured window of each load test (quick: 3s)")
-	fs.IntVar(&o.loadRounds, "load-rounds", 2, "rounds of the three load targets, order reversed every other round (quick: 1)")
+	fs.IntVar(&o.loadRounds, "load-rounds", 2, "rounds of the load targets, order reversed every other round (quick: 1)")
 	fs.DurationVar(&o.settle, "settle", 150*time.Second, "how long at most to wait for the gateway to get back to idle after the load; Go collects garbage of an idle process every 2 minutes (quick: 5s)")
 	fs.IntVar(&o.cancelRuns, "cancel-runs", 100, "cancel latency runs (quick: 20)")
 	fs.IntVar(&o.overheadRuns, "overhead-runs", 1000, "sequential runs per variant of the overhead test (quick: 200)")
