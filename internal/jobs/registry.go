@@ -186,24 +186,27 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 	r.mu.Unlock()
 	r.activity.Begin()
 
-	if err := r.store.Put(ctx, j.rec); err != nil {
-		// Nothing started yet: undo the admission so the job never existed.
-		r.mu.Lock()
-		r.forgetLocked(j)
-		r.mu.Unlock()
-		r.jobsWG.Done()
-		r.activity.End()
-		_ = j.stdout.close()
-		_ = j.stderr.close()
-		_ = r.output.Remove(j.rec.ID)
-		return nil, fmt.Errorf("store new job: %w", err)
-	}
 	log := r.jobLog(j)
+	// A job that starts at once is created and started in one durable
+	// write (start stores it running); a queued one is stored now, so that
+	// waiting jobs survive a restart as records.
 	startNow := isClosed(j.admitted)
-	if startNow {
-		j.start(log, req.Invocation.Argv)
-	} else {
+	if !startNow {
+		if err := r.store.Put(ctx, j.rec); err != nil {
+			// Nothing started yet: undo the admission so the job never existed.
+			r.mu.Lock()
+			r.forgetLocked(j)
+			r.mu.Unlock()
+			r.jobsWG.Done()
+			r.activity.End()
+			_ = j.stdout.close()
+			_ = j.stderr.close()
+			_ = r.output.Remove(j.rec.ID)
+			return nil, fmt.Errorf("store new job: %w", err)
+		}
 		log.Info().Msg("job queued")
+	} else {
+		j.start(log, req.Invocation.Argv)
 	}
 	go func() { // exits when the job has ended and its record is stored
 		defer r.jobsWG.Done()

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/execgw/execgw/internal/jobs"
 )
@@ -44,11 +43,12 @@ func (f *Files) Create(id string, s jobs.Stream) (io.WriteCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	file, err := os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
+	// The file itself comes with the first byte; what an earlier Create
+	// left must not be read meanwhile.
+	if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("create output: %w", err)
 	}
-	return &syncFile{File: file, dir: f.dir}, nil
+	return &lazyFile{name: name, dir: f.dir}, nil
 }
 
 // Open reads the stream from its start; a stream never created reads
@@ -58,14 +58,11 @@ func (f *Files) Open(id string, s jobs.Stream) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	file, err := os.Open(name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return io.NopCloser(strings.NewReader("")), nil
+	r := &lazyReader{name: name}
+	if err := r.open(); err != nil {
+		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("open output: %w", err)
-	}
-	return file, nil
+	return r, nil
 }
 
 // Remove deletes both streams of the job; absent ones are no error.
@@ -110,14 +107,33 @@ func validID(id string) bool {
 
 // syncFile is the writer Create returns: Close flushes the file, and the
 // directory entry naming it, to disk before closing.
-type syncFile struct {
-	*os.File
-	dir string
+// lazyFile creates its file at the first write: most jobs write nothing
+// to one of their streams or both, and a file never created costs neither
+// an inode nor the syncs that make it durable.
+type lazyFile struct {
+	name, dir string
+	file      *os.File
 }
 
-func (f *syncFile) Close() error {
-	syncErr := f.Sync()
-	closeErr := f.File.Close()
+func (f *lazyFile) Write(p []byte) (int, error) {
+	if f.file == nil {
+		file, err := os.OpenFile(f.name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+		if err != nil {
+			return 0, fmt.Errorf("create output: %w", err)
+		}
+		f.file = file
+	}
+	return f.file.Write(p)
+}
+
+// Close makes what was written durable: the file's data, then its entry
+// in the directory.
+func (f *lazyFile) Close() error {
+	if f.file == nil {
+		return nil
+	}
+	syncErr := f.file.Sync()
+	closeErr := f.file.Close()
 	if syncErr != nil {
 		return fmt.Errorf("sync output: %w", syncErr)
 	}
@@ -128,6 +144,44 @@ func (f *syncFile) Close() error {
 		return fmt.Errorf("sync output directory: %w", err)
 	}
 	return nil
+}
+
+// lazyReader reads a stream that may not exist yet: until its file is
+// created it reads empty, and a follower's next read finds it.
+type lazyReader struct {
+	name string
+	file *os.File
+}
+
+func (r *lazyReader) open() error {
+	file, err := os.Open(r.name)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("open output: %w", err)
+	}
+	r.file = file
+	return nil
+}
+
+func (r *lazyReader) Read(p []byte) (int, error) {
+	if r.file == nil {
+		if err := r.open(); err != nil {
+			return 0, err
+		}
+		if r.file == nil {
+			return 0, io.EOF
+		}
+	}
+	return r.file.Read(p)
+}
+
+func (r *lazyReader) Close() error {
+	if r.file == nil {
+		return nil
+	}
+	return r.file.Close()
 }
 
 // syncDir makes the creation of files in dir durable: fsync of a new file
