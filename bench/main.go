@@ -53,6 +53,7 @@ type options struct {
 	coldStarts   int
 	jobstore     bool
 	extraState   string
+	strict       bool
 }
 
 // sections in report order; -only takes these names.
@@ -81,6 +82,7 @@ func main() {
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.BoolVar(&o.strict, "strict", false, "exit non-zero when a correctness target (zero load errors) is missed; speed targets only report")
 	fs.BoolVar(&o.quick, "quick", false, "a CI-sized run (under a minute): smaller counts, shorter load, no jobstore benchmark")
 	fs.StringVar(&o.only, "only", "", "comma-separated sections to run: "+strings.Join(sections, ",")+" (default: all)")
 	fs.StringVar(&o.out, "o", "", "also write the report to this file")
@@ -327,6 +329,13 @@ func run(ctx context.Context, args []string) (err error) {
 	if o.out != "" {
 		if err := os.WriteFile(o.out, []byte(doc), 0o644); err != nil {
 			return err
+		}
+	}
+	if o.strict {
+		for _, t := range all.targets {
+			if t.correctness && !t.met {
+				return fmt.Errorf("issue %s: %s: measured %s, want %s", t.issue, t.figure, t.measured, t.goal)
+			}
 		}
 	}
 	return nil

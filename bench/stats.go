@@ -70,6 +70,9 @@ type report struct {
 type target struct {
 	issue, figure, measured, goal string
 	met                           bool
+	// correctness marks a target that must hold on any machine (no
+	// errors), unlike a speed target of this machine: -strict fails on it.
+	correctness bool
 }
 
 func (r *report) printf(format string, args ...any) {
