@@ -174,29 +174,8 @@ func (p *parser) fields(n *yaml.Node, path string) []field {
 	if !p.walk(n, len(n.Content)/2) {
 		return nil
 	}
-	var out []field
 	seen := make(map[string]int) // key → line
-	var merges []*yaml.Node
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
-			merges = append(merges, v)
-			continue
-		}
-		if rk := resolve(k); rk.Kind == yaml.ScalarNode {
-			k = rk
-		} else {
-			p.errorf(k, path, "keys must be strings")
-			continue
-		}
-		key := joinKey(path, k.Value)
-		if line, dup := seen[k.Value]; dup {
-			p.errorf(k, key, "duplicate key (first at line %d)", line)
-			continue
-		}
-		seen[k.Value] = k.Line
-		out = append(out, field{name: k.Value, path: key, key: k, val: resolve(v)})
-	}
+	out, merges := p.keys(nil, n, path, seen, true)
 	merged := make(map[*yaml.Node]bool)
 	for _, m := range merges {
 		out = p.merge(out, m, path, seen, merged, 0)
@@ -232,11 +211,22 @@ func (p *parser) merge(out []field, m *yaml.Node, path string, seen map[string]i
 		p.errorf(m, joinKey(path, "<<"), "must be a mapping or a list of mappings")
 		return out
 	}
-	var nested []*yaml.Node
+	out, nested := p.keys(out, m, path, seen, false)
+	for _, n := range nested {
+		out = p.merge(out, n, path, seen, merged, depth+1)
+	}
+	return out
+}
+
+// keys appends the keys of mapping m to out and returns the merge keys'
+// values for the caller to expand. A mapping's own keys (own) may not
+// repeat; a merged mapping's keys already set are skipped, as YAML says.
+func (p *parser) keys(out []field, m *yaml.Node, path string, seen map[string]int, own bool) ([]field, []*yaml.Node) {
+	var merges []*yaml.Node
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		k, v := m.Content[i], m.Content[i+1]
 		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
-			nested = append(nested, v)
+			merges = append(merges, v)
 			continue
 		}
 		if rk := resolve(k); rk.Kind == yaml.ScalarNode {
@@ -245,16 +235,17 @@ func (p *parser) merge(out []field, m *yaml.Node, path string, seen map[string]i
 			p.errorf(k, path, "keys must be strings")
 			continue
 		}
-		if _, dup := seen[k.Value]; dup {
+		key := joinKey(path, k.Value)
+		if line, dup := seen[k.Value]; dup {
+			if own {
+				p.errorf(k, key, "duplicate key (first at line %d)", line)
+			}
 			continue
 		}
 		seen[k.Value] = k.Line
-		out = append(out, field{name: k.Value, path: joinKey(path, k.Value), key: k, val: resolve(v)})
+		out = append(out, field{name: k.Value, path: key, key: k, val: resolve(v)})
 	}
-	for _, n := range nested {
-		out = p.merge(out, n, path, seen, merged, depth+1)
-	}
-	return out
+	return out, merges
 }
 
 func (p *parser) unknown(f field) {
