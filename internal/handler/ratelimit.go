@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"golang.org/x/time/rate"
 
 	"github.com/execgw/execgw/internal/config"
 )
@@ -91,25 +92,24 @@ func clientKey(ip string) string {
 	return p.String()
 }
 
-// rateLimiter is a token bucket per configured token and per anonymous
-// client address. Token buckets are made once, from the configuration, so
-// only client buckets come and go: those are bounded by maxTrackedClients,
-// and buckets that have refilled completely are dropped, since a new bucket
-// behaves exactly like a full one.
+// rateLimiter is a token bucket (x/time/rate) per configured token and
+// per anonymous client address. Token buckets are made once, from the
+// configuration, so only client buckets come and go: those are bounded by
+// maxTrackedClients, and buckets that have refilled completely are
+// dropped, since a new bucket behaves exactly like a full one.
 type rateLimiter struct {
 	rate  float64 // tokens added per second
 	burst float64 // bucket size
 	now   func() time.Time
 
 	mu      sync.Mutex
-	tokens  map[string]*bucket // by token name; fixed after construction
-	clients map[string]*bucket // by clientKey
-	sweepAt int                // sweep the clients when they reach this many
+	tokens  map[string]*rate.Limiter // by token name; fixed after construction
+	clients map[string]*rate.Limiter // by clientKey
+	sweepAt int                      // sweep the clients when they reach this many
 }
 
-type bucket struct {
-	tokens float64
-	last   time.Time
+func (l *rateLimiter) newBucket() *rate.Limiter {
+	return rate.NewLimiter(rate.Limit(l.rate), int(l.burst))
 }
 
 // newRateLimiter returns the limiter the configuration asks for, or nil
@@ -122,13 +122,12 @@ func newRateLimiter(lim config.Limits, tokens []config.Token, now func() time.Ti
 		rate:    lim.Rate,
 		burst:   float64(max(lim.Burst, 1)),
 		now:     now,
-		tokens:  make(map[string]*bucket, len(tokens)),
-		clients: map[string]*bucket{},
+		tokens:  make(map[string]*rate.Limiter, len(tokens)),
+		clients: map[string]*rate.Limiter{},
 		sweepAt: minSweep,
 	}
-	start := now()
 	for _, t := range tokens {
-		l.tokens[t.Name] = &bucket{tokens: l.burst, last: start}
+		l.tokens[t.Name] = l.newBucket()
 	}
 	return l
 }
@@ -159,25 +158,22 @@ func (l *rateLimiter) takeClientLocked(key string) (bool, time.Duration) {
 		if len(l.clients) >= l.sweepAt {
 			l.sweepLocked(now)
 		}
-		b = &bucket{tokens: l.burst, last: now}
+		b = l.newBucket()
 		l.clients[key] = b
 	}
 	return l.take(b, now)
 }
 
-// take refills the bucket for the time since its last use and takes one
-// token from it.
-func (l *rateLimiter) take(b *bucket, now time.Time) (bool, time.Duration) {
-	if elapsed := now.Sub(b.last); elapsed > 0 {
-		b.tokens = min(l.burst, b.tokens+elapsed.Seconds()*l.rate)
-		b.last = now
-	}
-	if b.tokens >= 1 {
-		b.tokens--
+// take takes one token from the bucket at now; when there is none, it
+// says how long until there is, and takes nothing.
+func (l *rateLimiter) take(b *rate.Limiter, now time.Time) (bool, time.Duration) {
+	r := b.ReserveN(now, 1)
+	wait := r.DelayFrom(now)
+	if wait == 0 {
 		return true, 0
 	}
-	wait := (1 - b.tokens) / l.rate // seconds; may be huge for a tiny rate
-	return false, time.Duration(min(wait, maxRetryAfter) * float64(time.Second))
+	r.CancelAt(now)
+	return false, min(wait, maxRetryAfter*time.Second)
 }
 
 // sweepLocked drops the client buckets that have refilled. If more than
@@ -189,7 +185,7 @@ func (l *rateLimiter) take(b *bucket, now time.Time) (bool, time.Duration) {
 // visited buckets, so sweeping costs amortized O(1) a request.
 func (l *rateLimiter) sweepLocked(now time.Time) {
 	for key, b := range l.clients {
-		if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
+		if b.TokensAt(now) >= l.burst {
 			delete(l.clients, key)
 		}
 	}
