@@ -72,6 +72,7 @@ func (h *handler) run(c echo.Context) error {
 	case contentTypeSSE:
 		return h.runEvents(c, jr)
 	default:
+		jr.KeepOutput = keepOutput
 		return h.runJSON(c, jr)
 	}
 }
@@ -89,18 +90,36 @@ func (h *handler) runJSON(c echo.Context, jr jobs.Request) error {
 	if rec.Limit == "max_body" {
 		return errTooLarge(h.cfg.MaxBody)
 	}
-	var stdout, stderr bytes.Buffer
-	if err := h.jobs.Copy(ctx, rec.ID, jobs.Stdout, &stdout, false); err != nil && ctx.Err() == nil {
+	stdout, err := h.storedOutput(ctx, job, jobs.Stdout)
+	if err != nil {
 		return err
 	}
-	if err := h.jobs.Copy(ctx, rec.ID, jobs.Stderr, &stderr, false); err != nil && ctx.Err() == nil {
+	stderr, err := h.storedOutput(ctx, job, jobs.Stderr)
+	if err != nil {
 		return err
 	}
-	body, err := withOutput(rec, stdout.String(), stderr.String())
+	body, err := withOutput(rec, string(stdout), string(stderr))
 	if err != nil {
 		return err
 	}
 	return c.JSONBlob(http.StatusOK, body)
+}
+
+// keepOutput is how much of each stream a bound JSON run keeps in memory
+// besides storing it, to answer without reading the files back.
+const keepOutput = 64 << 10
+
+// storedOutput is the ended job's stored output of stream s: from memory
+// when the job kept all of it there, else read back from the store.
+func (h *handler) storedOutput(ctx context.Context, job *jobs.Job, s jobs.Stream) ([]byte, error) {
+	if out, ok := job.Output(s); ok {
+		return out, nil
+	}
+	var buf bytes.Buffer
+	if err := h.jobs.Copy(ctx, job.ID(), s, &buf, false); err != nil && ctx.Err() == nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // runRaw streams stdout as produced and ends with the trailers.

@@ -19,6 +19,11 @@ type sink struct {
 	storeErr  error
 	live      io.Writer
 	wrote     func() // wakes followers of the stored output
+	// mem repeats the stored bytes in memory while they number at most
+	// memMax, so that a bound run can answer without reading the file
+	// back; memMax < 0 once they no longer fit (or were never wanted).
+	mem    []byte
+	memMax int64
 }
 
 func (s *sink) Write(p []byte) (int, error) {
@@ -33,6 +38,13 @@ func (s *sink) Write(p []byte) (int, error) {
 		n, err := s.file.Write(keep)
 		s.stored += int64(n)
 		s.storeErr = err
+		if s.memMax >= 0 {
+			if s.stored <= s.memMax {
+				s.mem = append(s.mem, keep[:n]...)
+			} else {
+				s.mem, s.memMax = nil, -1
+			}
+		}
 	}
 	s.mu.Unlock()
 	if len(keep) > 0 {
@@ -51,6 +63,16 @@ func (s *sink) counts() (produced int64, truncated bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.produced, s.truncated
+}
+
+// storedBytes returns a copy of the stored bytes if they are all in memory.
+func (s *sink) storedBytes() ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.memMax < 0 {
+		return nil, false
+	}
+	return append([]byte(nil), s.mem...), true
 }
 
 // close makes the stored output durable and reports the first storage error.

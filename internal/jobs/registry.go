@@ -77,6 +77,10 @@ type Request struct {
 	// Stdout and Stderr receive the output as it is produced, besides the
 	// store. A blocking Write slows the process down; nil: store only.
 	Stdout, Stderr io.Writer
+	// KeepOutput is how many stored bytes per stream are also kept in
+	// memory, for Job.Output to return once the job has ended without
+	// reading them back; 0: none.
+	KeepOutput int64
 }
 
 // Registry owns every job of this process.
@@ -165,10 +169,10 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 		},
 	}
 	var err error
-	if j.stdout, err = r.newSink(j, Stdout, req.Stdout); err != nil {
+	if j.stdout, err = r.newSink(j, Stdout, req.Stdout, req.KeepOutput); err != nil {
 		return nil, err
 	}
-	if j.stderr, err = r.newSink(j, Stderr, req.Stderr); err != nil {
+	if j.stderr, err = r.newSink(j, Stderr, req.Stderr, req.KeepOutput); err != nil {
 		_ = j.stdout.close()
 		return nil, err
 	}
@@ -293,12 +297,16 @@ func (r *Registry) forgetLocked(j *Job) {
 	delete(r.live, j.rec.ID)
 }
 
-func (r *Registry) newSink(j *Job, s Stream, live io.Writer) (*sink, error) {
+func (r *Registry) newSink(j *Job, s Stream, live io.Writer, keep int64) (*sink, error) {
 	f, err := r.output.Create(j.rec.ID, s)
 	if err != nil {
 		return nil, fmt.Errorf("create %s of job %s: %w", s, j.rec.ID, err)
 	}
-	return &sink{file: f, limit: r.limits.OutputLimit, live: live, wrote: j.outputWritten}, nil
+	memMax := int64(-1)
+	if keep > 0 {
+		memMax = keep
+	}
+	return &sink{file: f, limit: r.limits.OutputLimit, live: live, wrote: j.outputWritten, memMax: memMax}, nil
 }
 
 func (r *Registry) jobLog(j *Job) zerolog.Logger {
