@@ -114,7 +114,9 @@ func (b *Bolt) Put(ctx context.Context, rec jobs.Record) error {
 func put(tx *bolt.Tx, rec jobs.Record, val []byte) error {
 	id := []byte(rec.ID)
 	js, active, ended := buckets(tx)
-	if old := js.Get(id); old != nil {
+	// A record in the active index is not ended and has no ended entry:
+	// only another one needs decoding to find its entry.
+	if old := js.Get(id); old != nil && active.Get(id) == nil {
 		if err := deleteEnded(ended, id, old); err != nil {
 			return err
 		}

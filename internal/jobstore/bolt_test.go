@@ -605,6 +605,13 @@ func TestEndedBefore(t *testing.T) {
 	}
 	check(at(1000), 10, testID(6), testID(3), testID(1), testID(0))
 	countKeys(t, b, map[string]int{"jobs": 6, "active": 2, "ended": 4})
+
+	// A running record that ends leaves the active index for the ended one.
+	r = recs[2]
+	r.State, r.EndedAt = jobs.Succeeded, at(5)
+	mustPut(t, b, r)
+	check(at(1000), 10, testID(2), testID(6), testID(3), testID(1), testID(0))
+	countKeys(t, b, map[string]int{"jobs": 6, "active": 1, "ended": 5})
 }
 
 func TestReopen(t *testing.T) {
