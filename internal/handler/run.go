@@ -267,7 +267,7 @@ func exitStatus(rec jobs.Record) int {
 
 // withOutput is the record's JSON with stdout and stderr added.
 func withOutput(rec jobs.Record, stdout, stderr string) ([]byte, error) {
-	body, err := json.Marshal(rec)
+	body, err := rec.MarshalJSON() // json.Marshal would check and copy it
 	if err != nil {
 		return nil, err
 	}
@@ -284,7 +284,7 @@ func withOutput(rec jobs.Record, stdout, stderr string) ([]byte, error) {
 }
 
 func sendExit(sse *sseWriter, rec jobs.Record) error {
-	data, err := json.Marshal(rec)
+	data, err := rec.MarshalJSON()
 	if err != nil {
 		return err
 	}

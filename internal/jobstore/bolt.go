@@ -97,7 +97,8 @@ func (b *Bolt) Put(ctx context.Context, rec jobs.Record) error {
 	if rec.ID == "" {
 		return errors.New("put job: empty id")
 	}
-	val, err := json.Marshal(rec)
+	// Directly: json.Marshal would check and copy what MarshalJSON wrote.
+	val, err := rec.MarshalJSON()
 	if err != nil {
 		return fmt.Errorf("put job %s: %w", rec.ID, err)
 	}
