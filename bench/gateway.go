@@ -252,23 +252,33 @@ func (g *gateway) kill() {
 	<-g.exited
 }
 
-// runTrue is one bound JSON run of /bin/true.
-func (g *gateway) runTrue(ctx context.Context, client *http.Client) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.url+"/v1/commands/true/run", nil)
+// postRun sends one run request and returns its body: an error for a
+// failed exchange or a status other than 200.
+func postRun(ctx context.Context, client *http.Client, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return &statusError{code: resp.StatusCode, body: string(body)}
+		return nil, &statusError{code: resp.StatusCode, body: string(body)}
+	}
+	return body, nil
+}
+
+// runTrue is one bound JSON run of /bin/true.
+func (g *gateway) runTrue(ctx context.Context, client *http.Client) error {
+	body, err := postRun(ctx, client, g.url+"/v1/commands/true/run")
+	if err != nil {
+		return err
 	}
 	if !bytes.Contains(body, []byte(`"state":"succeeded"`)) {
 		return &stateError{body: string(body)}

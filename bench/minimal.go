@@ -135,21 +135,9 @@ func (m *minimal) stop() {
 
 // runTrue is one run of /bin/true through the minimal server.
 func (m *minimal) runTrue(ctx context.Context, client *http.Client) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.url+"/run", nil)
+	body, err := postRun(ctx, client, m.url+"/run")
 	if err != nil {
 		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return &statusError{code: resp.StatusCode, body: string(body)}
 	}
 	if string(body) != "0\n" {
 		return &stateError{body: string(body)}
