@@ -252,10 +252,10 @@ func (g *gateway) kill() {
 	<-g.exited
 }
 
-// postRun sends one run request and returns its body: an error for a
-// failed exchange or a status other than 200.
-func postRun(ctx context.Context, client *http.Client, url string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+// exchange sends one request without a body and returns the response's
+// body: an error for a failed exchange or a status other than 200.
+func exchange(ctx context.Context, client *http.Client, method, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -276,7 +276,7 @@ func postRun(ctx context.Context, client *http.Client, url string) ([]byte, erro
 
 // runTrue is one bound JSON run of /bin/true.
 func (g *gateway) runTrue(ctx context.Context, client *http.Client) error {
-	body, err := postRun(ctx, client, g.url+"/v1/commands/true/run")
+	body, err := exchange(ctx, client, http.MethodPost, g.url+"/v1/commands/true/run")
 	if err != nil {
 		return err
 	}
@@ -288,44 +288,17 @@ func (g *gateway) runTrue(ctx context.Context, client *http.Client) error {
 
 // getJSON GETs path and decodes the answer into v.
 func (g *gateway) getJSON(ctx context.Context, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.url+path, nil)
+	body, err := exchange(ctx, g.client, http.MethodGet, g.url+path)
 	if err != nil {
 		return err
-	}
-	resp, err := g.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return &statusError{code: resp.StatusCode, body: string(body)}
 	}
 	return json.Unmarshal(body, v)
 }
 
 // metrics returns the gateway's Prometheus text.
 func (g *gateway) metrics(ctx context.Context) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.url+"/metrics", nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := g.client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", &statusError{code: resp.StatusCode, body: string(body)}
-	}
-	return string(body), nil
+	body, err := exchange(ctx, g.client, http.MethodGet, g.url+"/metrics")
+	return string(body), err
 }
 
 // metric sums the samples of the series name whose labels contain every

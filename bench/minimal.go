@@ -135,7 +135,7 @@ func (m *minimal) stop() {
 
 // runTrue is one run of /bin/true through the minimal server.
 func (m *minimal) runTrue(ctx context.Context, client *http.Client) error {
-	body, err := postRun(ctx, client, m.url+"/run")
+	body, err := exchange(ctx, client, http.MethodPost, m.url+"/run")
 	if err != nil {
 		return err
 	}
