@@ -358,7 +358,7 @@ func (j *Job) start(log zerolog.Logger, argv []string) {
 	j.rec.State = Running
 	j.rec.Pid = proc.Pid()
 	j.rec.Pgid = proc.Pid()
-	j.rec.ProcStart, _ = runner.ProcStartTicks(proc.Pid())
+	j.rec.ProcStart = proc.StartTicks()
 	j.rec.BootID = j.reg.bootID
 	rec := j.rec
 	j.mu.Unlock()

@@ -203,16 +203,17 @@ const minCopyBufSize = 2 << 10
 // Process is one started process tree. Its methods are safe for concurrent
 // use.
 type Process struct {
-	cmd       *exec.Cmd
-	pid       int // also the process group id (Setpgid)
-	grace     time.Duration
-	cgroup    CgroupJob // nil without Spec.Cgroup
-	log       zerolog.Logger
-	startedAt time.Time
-	copiers   []*copier
-	copyWG    sync.WaitGroup // the output copy goroutines
-	stdinW    *os.File       // parent's end of the child's stdin; nil without Spec.Stdin
-	stdinOnce sync.Once
+	cmd        *exec.Cmd
+	pid        int // also the process group id (Setpgid)
+	grace      time.Duration
+	cgroup     CgroupJob // nil without Spec.Cgroup
+	startTicks uint64
+	log        zerolog.Logger
+	startedAt  time.Time
+	copiers    []*copier
+	copyWG     sync.WaitGroup // the output copy goroutines
+	stdinW     *os.File       // parent's end of the child's stdin; nil without Spec.Stdin
+	stdinOnce  sync.Once
 
 	mu      sync.Mutex
 	cause   error
@@ -286,15 +287,20 @@ func Start(spec Spec) (*Process, error) {
 		}
 		return nil, fmt.Errorf("start %q: %w", argv0, err)
 	}
+	null, err := devNull()
+	if err != nil {
+		return fail(err)
+	}
 	for _, s := range []struct {
 		name string
 		w    io.Writer
 		dst  *io.Writer
 	}{{"stdout", spec.Stdout, &cmd.Stdout}, {"stderr", spec.Stderr, &cmd.Stderr}} {
 		if s.w == nil {
-			continue // os/exec gives the child /dev/null
+			*s.dst = null
+			continue
 		}
-		r, w, err := os.Pipe()
+		r, w, err := pipe(true)
 		if err != nil {
 			return fail(err)
 		}
@@ -303,8 +309,9 @@ func Start(spec Spec) (*Process, error) {
 		*s.dst = w
 		p.copiers = append(p.copiers, &copier{stream: s.name, r: r, w: s.w, log: spec.Log})
 	}
+	cmd.Stdin = null
 	if spec.Stdin != nil {
-		r, w, err := os.Pipe()
+		w, r, err := pipe(false)
 		if err != nil {
 			return fail(err)
 		}
@@ -314,9 +321,11 @@ func Start(spec Spec) (*Process, error) {
 		p.stdinW = w
 	}
 
+	ticksBefore, clockErr := bootTicks()
 	if err := cmd.Start(); err != nil {
 		return fail(err)
 	}
+	ticksAfter, _ := bootTicks()
 	p.startedAt = time.Now()
 	// The parent's copies of the child's ends must go, or the copy
 	// goroutines would never see EOF (and the child never EOF on stdin).
@@ -325,6 +334,15 @@ func Start(spec Spec) (*Process, error) {
 	}
 	p.cmd = cmd
 	p.pid = cmd.Process.Pid
+	if clockErr == nil && ticksBefore == ticksAfter {
+		// The kernel stamped the child's start between the two readings
+		// of the same clock /proc reports it in.
+		p.startTicks = ticksBefore
+	} else {
+		// A tick boundary fell in between: ask /proc (the process
+		// cannot have been reaped, only watch reaps it).
+		p.startTicks, _ = ProcStartTicks(p.pid)
+	}
 
 	for _, c := range p.copiers {
 		c.pgid = p.pid
@@ -353,6 +371,10 @@ func Start(spec Spec) (*Process, error) {
 // Pid returns the process id of the main process, which is also the id of
 // its process group.
 func (p *Process) Pid() int { return p.pid }
+
+// StartTicks returns the start time of the main process as
+// [ProcStartTicks] reports it, without reading /proc in most cases.
+func (p *Process) StartTicks() uint64 { return p.startTicks }
 
 // Done returns a channel closed when the result is final and all output has
 // been delivered to Stdout and Stderr. Output is read until EOF; only when a
@@ -471,14 +493,7 @@ func (p *Process) leaderExited() bool {
 func (p *Process) watch() {
 	// Wait for the exit without reaping: while the leader is a zombie its
 	// pid, hence the group id, cannot be reused, so signalling -pid is safe.
-	var info unix.Siginfo
-	var waitErr error
-	for {
-		waitErr = unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if waitErr != unix.EINTR {
-			break
-		}
-	}
+	waitErr := p.awaitExit()
 	endedAt := time.Now()
 	p.mu.Lock()
 	p.exited = true
@@ -528,6 +543,57 @@ func (p *Process) watch() {
 	p.mu.Unlock()
 	p.result = res
 	close(p.done)
+}
+
+// awaitExit returns once the main process has exited, leaving it an
+// unreaped zombie. It waits in the netpoller on a pidfd, so a running job
+// holds no OS thread: with a blocking waitid every running process would pin
+// one, and each exit would cost a thread handoff.
+func (p *Process) awaitExit() error {
+	fd, err := unix.PidfdOpen(p.pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return p.awaitExitBlocking() // a kernel without pidfds (before 5.10)
+	}
+	pidfd := os.NewFile(uintptr(fd), "pidfd") // non-blocking: registered with the netpoller
+	defer pidfd.Close()
+	conn, err := pidfd.SyscallConn()
+	if err != nil {
+		return p.awaitExitBlocking()
+	}
+	var waitErr error
+	err = conn.Read(func(fd uintptr) bool {
+		var info unix.Siginfo
+		for {
+			waitErr = unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+			if waitErr != unix.EINTR {
+				break
+			}
+		}
+		switch {
+		case waitErr == unix.EAGAIN:
+			return false // running: wait until the pidfd is readable
+		case waitErr != nil:
+			return true
+		}
+		// Linux sets si_signo to SIGCHLD only when a child was waitable.
+		return info.Signo == int32(unix.SIGCHLD)
+	})
+	if err != nil {
+		return p.awaitExitBlocking() // the pidfd is not pollable after all
+	}
+	return waitErr
+}
+
+// awaitExitBlocking is awaitExit in a blocking waitid, which holds an OS
+// thread for as long as the process runs.
+func (p *Process) awaitExitBlocking() error {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return err
+		}
+	}
 }
 
 // sweep kills whatever the main process left running in its group and
@@ -643,6 +709,45 @@ func (c *copier) run() {
 			return
 		}
 	}
+}
+
+// pipe returns a new pipe as the parent's end, registered with the
+// netpoller, and the child's end, a plain blocking descriptor. os.Pipe
+// would register both ends, and os/exec then switch the child's back to
+// blocking: four system calls per pipe for nothing, on every job. With
+// parentReads the parent reads (an output pipe), else it writes (stdin).
+func pipe(parentReads bool) (parent, child *os.File, err error) {
+	var fds [2]int // read end, write end
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		return nil, nil, os.NewSyscallError("pipe2", err)
+	}
+	p, c := fds[1], fds[0]
+	if parentReads {
+		p, c = fds[0], fds[1]
+	}
+	if err := unix.SetNonblock(p, true); err != nil {
+		unix.Close(p)
+		unix.Close(c)
+		return nil, nil, os.NewSyscallError("fcntl", err)
+	}
+	return os.NewFile(uintptr(p), "|parent"), os.NewFile(uintptr(c), "|child"), nil
+}
+
+// devNull is /dev/null opened read-write once, shared by every child that
+// has no stdin or discards an output: os/exec would open it anew for each
+// stream of each process.
+var devNull = sync.OnceValues(func() (*os.File, error) {
+	return os.OpenFile(os.DevNull, os.O_RDWR, 0)
+})
+
+// bootTicks reads CLOCK_BOOTTIME in clock ticks, the clock and unit of the
+// start time in /proc/PID/stat (USER_HZ is 100 on every Linux).
+func bootTicks() (uint64, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0, err
+	}
+	return uint64(ts.Nano()) / (1e9 / 100), nil
 }
 
 // lookPath finds an executable named file in the PATH of env. Relative PATH

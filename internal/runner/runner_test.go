@@ -727,6 +727,37 @@ func TestNoZombies(t *testing.T) {
 	}
 }
 
+// A running process must not pin an OS thread: the watcher waits in the
+// netpoller (a pidfd), or a gateway with 1000 jobs would run 1000 threads.
+func TestRunningProcessesHoldNoThread(t *testing.T) {
+	threads := func() int {
+		entries, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(entries)
+	}
+	before := threads()
+	const n = 64
+	var procs []*Process
+	for range n {
+		procs = append(procs, start(t, Spec{Argv: []string{"/bin/sleep", "60"}}))
+	}
+	// Let every watcher reach its wait.
+	time.Sleep(200 * time.Millisecond)
+	if during := threads(); during-before >= n/2 {
+		t.Errorf("%d running processes took %d OS threads (%d before, %d now)", n, during-before, before, during)
+	}
+	for _, p := range procs {
+		p.Cancel(nil)
+	}
+	for _, p := range procs {
+		if res := waitDone(t, p, 10*time.Second); res.Signal != syscall.SIGTERM {
+			t.Errorf("pid %d: result %+v, want killed by SIGTERM", p.Pid(), res)
+		}
+	}
+}
+
 // Pdeathsig belongs to the thread that forked (golang/go#27505): nothing in
 // the package may lock an OS thread.
 func TestNoLockOSThread(t *testing.T) {
@@ -835,6 +866,24 @@ func TestProcStartTicksAndBootID(t *testing.T) {
 	id, err := BootID()
 	if err != nil || len(id) != 36 || strings.TrimSpace(id) != id {
 		t.Errorf("BootID() = %q, %v", id, err)
+	}
+}
+
+// The start time a Process reports without reading /proc must be the one
+// /proc reports: crash recovery compares them to tell a group from one that
+// took over its id.
+func TestStartTicksMatchProc(t *testing.T) {
+	for range 200 {
+		p := start(t, Spec{Argv: []string{"/bin/sleep", "300"}})
+		want, err := ProcStartTicks(p.Pid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.StartTicks(); got != want {
+			t.Fatalf("StartTicks() = %d, /proc/%d/stat says %d", got, p.Pid(), want)
+		}
+		p.Cancel(nil)
+		waitDone(t, p, 10*time.Second)
 	}
 }
 
