@@ -59,8 +59,8 @@ const (
 
 // OutputStore keeps the bytes a job wrote, as they are produced.
 type OutputStore interface {
-	// Create starts the stream's storage empty. Close makes what was
-	// written durable.
+	// Create starts the stream of a new job: job ids are never reused, so
+	// there is nothing to truncate. Close makes what was written durable.
 	Create(id string, s Stream) (io.WriteCloser, error)
 	// Open reads the stream from its start. Reading past the end returns
 	// io.EOF; bytes written later are returned by later reads, which is

@@ -36,18 +36,17 @@ func NewFiles(dir string) (*Files, error) {
 	return &Files{dir: dir}, nil
 }
 
-// Create creates the stream's file empty (mode 0600), truncating an
-// existing one. Closing the writer makes what was written durable.
+// Create returns the writer of a new job's stream. Its file (mode 0600)
+// is created at the first write; a stream never written has none. Closing
+// the writer makes what was written durable.
 func (f *Files) Create(id string, s jobs.Stream) (io.WriteCloser, error) {
 	name, err := f.path(id, s)
 	if err != nil {
 		return nil, err
 	}
-	// The file itself comes with the first byte; what an earlier Create
-	// left must not be read meanwhile.
-	if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("create output: %w", err)
-	}
+	// The file itself comes with the first byte. Ids are never reused, so
+	// no file can be there yet: not even checking saves a path lookup per
+	// stream of every job.
 	return &lazyFile{name: name, dir: f.dir}, nil
 }
 

@@ -90,16 +90,20 @@ func TestFilesCreateOpenRemove(t *testing.T) {
 		t.Errorf("stderr = %q, want %q", got, "err\n")
 	}
 
-	// Create again starts empty.
-	w, err := f.Create(id, jobs.Stdout)
+	// A stream created but never written has no file and reads empty.
+	silent := testID(3)
+	w, err := f.Create(silent, jobs.Stdout)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := readAll(t, f, id, jobs.Stdout); got != "" {
-		t.Errorf("stdout after second Create = %q, want empty", got)
+	if _, err := os.Stat(filepath.Join(dir, silent+".stdout")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("stream never written: Stat = %v, want not exist", err)
+	}
+	if got := readAll(t, f, silent, jobs.Stdout); got != "" {
+		t.Errorf("stream never written reads %q, want empty", got)
 	}
 
 	if err := f.Remove(id); err != nil {
