@@ -10,8 +10,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -25,6 +28,19 @@ import (
 	"github.com/execgw/execgw/internal/jobstore"
 	"github.com/execgw/execgw/internal/lifecycle"
 )
+
+// memoryReleaseDelay is how long the gateway must have had nothing in
+// progress before it gives the memory its last burst of work used back to
+// the system.
+const memoryReleaseDelay = 3 * time.Second
+
+// releaseMemory collects all garbage and returns free memory to the
+// system. Two collections: what sync.Pools hold (net/http's per-connection
+// buffers, Echo's contexts) survives the first one in their victim caches.
+func releaseMemory() {
+	runtime.GC()
+	debug.FreeOSMemory()
+}
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -84,6 +100,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	idle := lifecycle.NewIdle(cfg.IdleExit)
+	// Go collects garbage only as it allocates, or every 2 minutes: after a
+	// burst an idle gateway would hold its peak heap for that long, and
+	// then give it back slowly. A quiet gateway has the time to do both at
+	// once.
+	idle.OnQuiet(memoryReleaseDelay, releaseMemory)
 	registry := jobs.New(jobs.Options{
 		Store:  store,
 		Output: output,
@@ -144,6 +165,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 
 // newLogger writes JSON lines, or a console format for people: when asked,
 // or by default when stderr is a terminal.
+func init() {
+	// zerolog's default is whole seconds: too coarse to order the lines of
+	// one request and its job.
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
+}
+
 func newLogger(cfg config.Log, w io.Writer) zerolog.Logger {
 	console := cfg.Format == "console"
 	if cfg.Format == "" {

@@ -20,6 +20,12 @@ type Idle struct {
 	gen    uint64 // bumped by every Begin; a timer of an older generation is stale
 	timer  *time.Timer
 	done   bool
+
+	quietAfter time.Duration
+	onQuiet    func()
+	worked     bool // Begin was called since onQuiet last ran
+	quietTimer *time.Timer
+	quietRun   sync.Mutex // held while onQuiet runs, so that runs never overlap
 }
 
 // NewIdle returns an Idle armed now. A timeout <= 0 never fires.
@@ -31,15 +37,27 @@ func NewIdle(timeout time.Duration) *Idle {
 	return i
 }
 
+// OnQuiet makes Idle call fn after each period of work, once nothing has
+// been in progress for d, whatever the idle timeout. fn runs in a goroutine
+// of its own, never twice at once. Call OnQuiet before the first Begin.
+func (i *Idle) OnQuiet(d time.Duration, fn func()) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.quietAfter, i.onQuiet = d, fn
+}
+
 // Begin marks work in progress.
 func (i *Idle) Begin() {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	i.active++
 	i.gen++
-	if i.timer != nil {
-		i.timer.Stop()
-		i.timer = nil
+	i.worked = true
+	for _, t := range []**time.Timer{&i.timer, &i.quietTimer} {
+		if *t != nil {
+			(*t).Stop()
+			*t = nil
+		}
 	}
 }
 
@@ -50,6 +68,7 @@ func (i *Idle) End() {
 	i.active--
 	if i.active == 0 {
 		i.armLocked()
+		i.armQuietLocked()
 	}
 }
 
@@ -62,9 +81,11 @@ func (i *Idle) Stop() {
 	defer i.mu.Unlock()
 	i.done = true
 	i.gen++
-	if i.timer != nil {
-		i.timer.Stop()
-		i.timer = nil
+	for _, t := range []**time.Timer{&i.timer, &i.quietTimer} {
+		if *t != nil {
+			(*t).Stop()
+			*t = nil
+		}
 	}
 }
 
@@ -81,6 +102,26 @@ func (i *Idle) armLocked() {
 		if gen == i.gen && i.active == 0 && !i.done {
 			i.done = true
 			close(i.fired)
+		}
+	})
+}
+
+func (i *Idle) armQuietLocked() {
+	if i.onQuiet == nil || !i.worked || i.done {
+		return
+	}
+	gen := i.gen
+	i.quietTimer = time.AfterFunc(i.quietAfter, func() {
+		i.mu.Lock()
+		quiet := gen == i.gen && i.active == 0 && !i.done
+		if quiet {
+			i.worked = false
+		}
+		i.mu.Unlock()
+		if quiet {
+			i.quietRun.Lock()
+			defer i.quietRun.Unlock()
+			i.onQuiet()
 		}
 	})
 }

@@ -225,3 +225,68 @@ func TestIdleStopRacesTimer(t *testing.T) {
 		}
 	}
 }
+
+func TestIdleOnQuiet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		i := NewIdle(0) // no idle exit: quiet periods are independent of it
+		var calls atomic.Int32
+		i.OnQuiet(5*time.Second, func() { calls.Add(1) })
+
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if n := calls.Load(); n != 0 {
+			t.Fatalf("called %d times before any work", n)
+		}
+
+		i.Begin()
+		i.Begin()
+		i.End()
+		time.Sleep(time.Hour) // one still in progress
+		synctest.Wait()
+		if n := calls.Load(); n != 0 {
+			t.Fatalf("called %d times while work was in progress", n)
+		}
+		i.End()
+		time.Sleep(5*time.Second - time.Nanosecond)
+		synctest.Wait()
+		if n := calls.Load(); n != 0 {
+			t.Fatalf("called before a whole quiet period")
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if n := calls.Load(); n != 1 {
+			t.Fatalf("called %d times after the quiet period, want 1", n)
+		}
+		time.Sleep(time.Hour) // no work since: no second call
+		synctest.Wait()
+		if n := calls.Load(); n != 1 {
+			t.Fatalf("called %d times without new work, want 1", n)
+		}
+
+		// Work that resumes within the quiet period postpones the call.
+		i.Begin()
+		i.End()
+		time.Sleep(4 * time.Second)
+		i.Begin()
+		i.End()
+		time.Sleep(4 * time.Second)
+		synctest.Wait()
+		if n := calls.Load(); n != 1 {
+			t.Fatalf("called %d times, want still 1", n)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if n := calls.Load(); n != 2 {
+			t.Fatalf("called %d times after the second quiet period, want 2", n)
+		}
+
+		i.Begin()
+		i.End()
+		i.Stop()
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if n := calls.Load(); n != 2 {
+			t.Fatalf("called %d times after Stop, want 2", n)
+		}
+	})
+}
