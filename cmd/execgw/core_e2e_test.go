@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -291,6 +292,12 @@ func TestRequestLogLines(t *testing.T) {
 		}
 	}
 	end := g.log.find(`"message":"job ended"`)
+	if job := decode[jobLine](t, []byte(end)); job.JobID == "" || !strings.Contains(line, `"job_id":"`+job.JobID+`"`) {
+		t.Errorf("request line %s does not name the job of %s", line, end)
+	}
+	if !regexp.MustCompile(`"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"`).MatchString(line) {
+		t.Errorf("request line %s: time without milliseconds", line)
+	}
 	for _, field := range []string{`"job_id":`, `"command":"echo"`, `"params":{"text":"hi"}`, `"state":"succeeded"`, `"exit_code":0`, `"duration_ms":`, `"stdout_bytes":3`} {
 		if !strings.Contains(end, field) {
 			t.Errorf("job line %s lacks %s", end, field)

@@ -406,6 +406,8 @@ func TestSystemdSocketActivate(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Errorf("first connection: %d", resp.StatusCode)
 	}
+	// os/exec copies the log from a pipe: the lines may trail the response.
+	waitFor(t, 10*time.Second, "the serving line", func() bool { return g.log.find(`"message":"serving"`) != "" })
 	if !strings.Contains(g.log.find(`"message":"execgw starting"`), `"socket_activated":true`) {
 		t.Errorf("the start line does not say socket_activated:\n%s", g.log.String())
 	}

@@ -80,6 +80,10 @@ func requestLog(base zerolog.Logger, reg prometheus.Registerer, activity Activit
 			if name, ok := c.Get(tokenNameKey).(string); ok {
 				ev = ev.Str(logkey.Token, name)
 			}
+			if job := c.Response().Header().Get(headerJobID); job != "" {
+				// Ties the request to its job's own lines.
+				ev = ev.Str(logkey.JobID, job)
+			}
 			ev.Msg("request")
 			return nil
 		}
