@@ -82,7 +82,7 @@ func main() {
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.BoolVar(&o.strict, "strict", false, "exit non-zero when a correctness target (zero load errors) is missed; speed targets only report")
+	fs.BoolVar(&o.strict, "strict", false, "exit non-zero when a correctness target (zero load errors, back to idle after the load) is missed; speed targets only report")
 	fs.BoolVar(&o.quick, "quick", false, "a CI-sized run (under a minute): smaller counts, shorter load, no jobstore benchmark")
 	fs.StringVar(&o.only, "only", "", "comma-separated sections to run: "+strings.Join(sections, ",")+" (default: all)")
 	fs.StringVar(&o.out, "o", "", "also write the report to this file")
@@ -90,7 +90,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.clients, "clients", 1000, "concurrent clients of the load test")
 	fs.DurationVar(&o.loadDuration, "load-duration", 10*time.Second, "measured window of each load test (quick: 3s)")
 	fs.IntVar(&o.loadRounds, "load-rounds", 2, "rounds of the load targets, order reversed every other round (quick: 1)")
-	fs.DurationVar(&o.settle, "settle", 150*time.Second, "how long at most to wait for the gateway to get back to idle after the load; Go collects garbage of an idle process every 2 minutes (quick: 5s)")
+	fs.DurationVar(&o.settle, "settle", 30*time.Second, "how long at most to wait for the gateway to get back to idle after the load; it gives memory back after 3 s with nothing in progress (quick: 10s)")
 	fs.IntVar(&o.cancelRuns, "cancel-runs", 100, "cancel latency runs (quick: 20)")
 	fs.IntVar(&o.overheadRuns, "overhead-runs", 1000, "sequential runs per variant of the overhead test (quick: 200)")
 	fs.IntVar(&o.detached, "detached", 200, "running detached jobs for the memory test (quick: 50)")
@@ -112,7 +112,7 @@ func parseFlags(args []string) (options, error) {
 		quick := map[string]func(){
 			"load-duration": func() { o.loadDuration = 3 * time.Second },
 			"load-rounds":   func() { o.loadRounds = 1 },
-			"settle":        func() { o.settle = 5 * time.Second },
+			"settle":        func() { o.settle = 10 * time.Second },
 			"cancel-runs":   func() { o.cancelRuns = 20 },
 			"overhead-runs": func() { o.overheadRuns = 200 },
 			"detached":      func() { o.detached = 50 },
