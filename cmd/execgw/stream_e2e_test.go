@@ -646,3 +646,38 @@ func TestStreamDetachedStdin(t *testing.T) {
 	}
 	g.stop()
 }
+
+// TestStdinUnreadClientDisconnects: a process that never reads its stdin
+// leaves the body unread, so Go never sees the client leave
+// (golang/go#23262); the gateway watches the socket itself and cancels.
+func TestStdinUnreadClientDisconnects(t *testing.T) {
+	g := startGateway(t, streamConfig+`
+  ignore:
+    argv: ["sleep", "300"]
+    stdin: body
+`)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(g.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Far more than the pipe holds, and less than announced: the client
+	// is still sending when it leaves.
+	if _, err := fmt.Fprintf(conn, "POST /v1/commands/ignore/run HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n", 64*mib); err != nil {
+		t.Fatal(err)
+	}
+	started := decode[jobLine](t, []byte(g.waitLog(`"message":"job started"`, 10*time.Second)))
+	conn.SetWriteDeadline(time.Now().Add(20 * time.Second))
+	if _, err := conn.Write(make([]byte, 8*mib)); err != nil {
+		t.Fatalf("writing 8 MiB of the body (does the gateway stop reading it?): %v", err)
+	}
+	conn.Close()
+	closed := time.Now()
+	waitFor(t, 5*time.Second, "sleep to be killed", func() bool { return !alive(started.Pid) })
+	t.Logf("process gone %v after the client closed", time.Since(closed))
+	rec := streamWaitEnded(t, g, started.JobID)
+	if rec.State != "canceled" || rec.CancelReason == nil || *rec.CancelReason != "client_disconnected" {
+		t.Errorf("job %s %v, want canceled client_disconnected", rec.State, rec.CancelReason)
+	}
+	g.stop()
+}

@@ -42,7 +42,7 @@ type Options struct {
 	Metrics  *prometheus.Registry
 	Activity Activity    // nil: not counted
 	Ready    func() bool // false while draining
-	// SpoolDir holds request bodies of detached stdin jobs until their
+	// SpoolDir holds request bodies of stdin jobs until their
 	// process reads them.
 	SpoolDir string
 }

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -59,9 +58,18 @@ func (h *handler) run(c echo.Context) error {
 	if wantsAsync(req.Header) {
 		return h.runDetached(c, jr)
 	}
-	var stdin *bodyStdin
 	if cmd.Stdin == config.StdinBody {
-		stdin = newBodyStdin(c.Response(), req.Body, h.cfg.MaxBody)
+		// A client that leaves while its body is being read cancels the
+		// request's context, hence the job, whether or not the process
+		// still reads its stdin.
+		ctx, cancel := context.WithCancelCause(req.Context())
+		defer cancel(nil)
+		req = req.WithContext(ctx)
+		c.SetRequest(req)
+		stdin, err := newBodyStdin(c.Response(), req.Body, h.cfg.MaxBody, h.spoolDir, cancel)
+		if err != nil {
+			return err
+		}
 		jr.Stdin = stdin
 		// The body must not be read once the handler has returned.
 		defer stdin.close()
@@ -336,51 +344,129 @@ func negotiate(accept string) string {
 	return best
 }
 
-// bodyStdin feeds the request body to a process as its stdin. close stops
-// any read in progress (by moving the connection's read deadline) and every
-// later one, because the body must not be touched once the handler has
-// returned.
+// bodyStdin feeds the request body to a process as its stdin. It takes
+// the body off the connection as fast as the client sends it, into an
+// unlinked spool file that the process reads at its own pace: Go sees a
+// client leave only once the body has been read to its end
+// (golang/go#23262), so a process that stops reading its stdin must not
+// stop the body from being read. The spool is bounded by max_body.
 type bodyStdin struct {
-	rc     *http.ResponseController
-	mu     sync.Mutex // held during each Read
-	body   io.Reader
-	closed bool
-	eof    atomic.Bool
+	rc    *http.ResponseController
+	body  io.Reader // limited to max_body
+	spool *os.File
+	gone  func(error) // told once if reading the body fails: the client left
+	done  chan struct{}
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced whenever the fields below change
+	spooled int64
+	read    int64
+	end     error // once the body has ended: io.EOF, jobs.ErrInputTooLarge, or the read error
+	closed  bool
 }
 
-func newBodyStdin(w http.ResponseWriter, body io.ReadCloser, limit int64) *bodyStdin {
-	return &bodyStdin{rc: http.NewResponseController(w), body: http.MaxBytesReader(nil, body, limit)}
+// newBodyStdin starts taking the body into a spool file in dir.
+func newBodyStdin(w http.ResponseWriter, body io.ReadCloser, limit int64, dir string, gone func(error)) (*bodyStdin, error) {
+	f, err := os.CreateTemp(dir, "stdin-*")
+	if err != nil {
+		return nil, fmt.Errorf("spool request body: %w", err)
+	}
+	_ = os.Remove(f.Name()) // the open descriptor keeps the data
+	b := &bodyStdin{
+		rc:      http.NewResponseController(w),
+		body:    http.MaxBytesReader(nil, body, limit),
+		spool:   f,
+		gone:    gone,
+		done:    make(chan struct{}),
+		changed: make(chan struct{}),
+	}
+	go b.fill() // exits at the body's end, or when close cuts its read
+	return b, nil
 }
 
+// fill copies the body into the spool.
+func (b *bodyStdin) fill() {
+	defer close(b.done)
+	buf := make([]byte, 32<<10)
+	var off int64
+	for {
+		n, err := b.body.Read(buf)
+		if n > 0 {
+			if _, werr := b.spool.WriteAt(buf[:n], off); werr != nil && err == nil {
+				err = fmt.Errorf("spool request body: %w", werr)
+			}
+			off += int64(n)
+		}
+		var maxBytes *http.MaxBytesError
+		if errors.As(err, &maxBytes) {
+			err = jobs.ErrInputTooLarge
+		}
+		b.mu.Lock()
+		b.spooled = off
+		b.end = err
+		closed := b.closed
+		b.notifyLocked()
+		b.mu.Unlock()
+		switch {
+		case err == nil:
+			continue
+		case err != io.EOF && err != jobs.ErrInputTooLarge && !closed:
+			b.gone(err)
+		}
+		return
+	}
+}
+
+func (b *bodyStdin) notifyLocked() {
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+// Read returns spooled bytes, waiting for more until the body has ended;
+// then it returns how it ended.
 func (b *bodyStdin) Read(p []byte) (int, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return 0, os.ErrClosed
+	for !b.closed && b.read == b.spooled && b.end == nil {
+		changed := b.changed
+		b.mu.Unlock()
+		<-changed
+		b.mu.Lock()
 	}
-	n, err := b.body.Read(p)
-	var maxBytes *http.MaxBytesError
+	off, avail, end, closed := b.read, b.spooled-b.read, b.end, b.closed
+	b.mu.Unlock()
 	switch {
-	case errors.Is(err, io.EOF):
-		b.eof.Store(true)
-	case errors.As(err, &maxBytes):
-		err = jobs.ErrInputTooLarge
+	case closed:
+		return 0, os.ErrClosed
+	case avail == 0:
+		return 0, end
+	}
+	n, err := b.spool.ReadAt(p[:min(int64(len(p)), avail)], off)
+	b.mu.Lock()
+	b.read += int64(n)
+	b.mu.Unlock()
+	if n > 0 {
+		err = nil // ReadAt's io.EOF at the end of what is spooled so far
 	}
 	return n, err
 }
 
+// close ends reading: the body must not be touched once the handler has
+// returned. It waits for fill and releases the spool.
 func (b *bodyStdin) close() {
-	// A Read may be blocked on a slow client while holding mu: the
-	// deadline makes it return. A body read to its end needs none, and
-	// must get none: the server is watching that connection for a close.
-	cut := !b.eof.Load()
-	if cut {
-		_ = b.rc.SetReadDeadline(time.Now())
-	}
 	b.mu.Lock()
 	b.closed = true
+	b.notifyLocked()
 	b.mu.Unlock()
-	if cut {
+	select {
+	case <-b.done:
+		// A body read to its end must get no read deadline: the server
+		// is watching that connection for a close.
+	default:
+		// fill may be blocked on a slow client: the deadline makes its
+		// read return.
+		_ = b.rc.SetReadDeadline(time.Now())
+		<-b.done
 		_ = b.rc.SetReadDeadline(time.Time{})
 	}
+	_ = b.spool.Close()
 }
