@@ -231,37 +231,25 @@ func TestIdleOnQuiet(t *testing.T) {
 		i := NewIdle(0) // no idle exit: quiet periods are independent of it
 		var calls atomic.Int32
 		i.OnQuiet(5*time.Second, func() { calls.Add(1) })
-
-		time.Sleep(time.Hour)
-		synctest.Wait()
-		if n := calls.Load(); n != 0 {
-			t.Fatalf("called %d times before any work", n)
+		// after sleeps d, then checks that fn has been called want times.
+		after := func(d time.Duration, want int32, when string) {
+			t.Helper()
+			time.Sleep(d)
+			synctest.Wait()
+			if n := calls.Load(); n != want {
+				t.Fatalf("%s: called %d times, want %d", when, n, want)
+			}
 		}
 
+		after(time.Hour, 0, "before any work")
 		i.Begin()
 		i.Begin()
 		i.End()
-		time.Sleep(time.Hour) // one still in progress
-		synctest.Wait()
-		if n := calls.Load(); n != 0 {
-			t.Fatalf("called %d times while work was in progress", n)
-		}
+		after(time.Hour, 0, "while work was in progress")
 		i.End()
-		time.Sleep(5*time.Second - time.Nanosecond)
-		synctest.Wait()
-		if n := calls.Load(); n != 0 {
-			t.Fatalf("called before a whole quiet period")
-		}
-		time.Sleep(time.Nanosecond)
-		synctest.Wait()
-		if n := calls.Load(); n != 1 {
-			t.Fatalf("called %d times after the quiet period, want 1", n)
-		}
-		time.Sleep(time.Hour) // no work since: no second call
-		synctest.Wait()
-		if n := calls.Load(); n != 1 {
-			t.Fatalf("called %d times without new work, want 1", n)
-		}
+		after(5*time.Second-time.Nanosecond, 0, "just before a whole quiet period")
+		after(time.Nanosecond, 1, "after the quiet period")
+		after(time.Hour, 1, "without new work since")
 
 		// Work that resumes within the quiet period postpones the call.
 		i.Begin()
@@ -269,24 +257,12 @@ func TestIdleOnQuiet(t *testing.T) {
 		time.Sleep(4 * time.Second)
 		i.Begin()
 		i.End()
-		time.Sleep(4 * time.Second)
-		synctest.Wait()
-		if n := calls.Load(); n != 1 {
-			t.Fatalf("called %d times, want still 1", n)
-		}
-		time.Sleep(time.Second)
-		synctest.Wait()
-		if n := calls.Load(); n != 2 {
-			t.Fatalf("called %d times after the second quiet period, want 2", n)
-		}
+		after(4*time.Second, 1, "4 s after the last work")
+		after(time.Second, 2, "after the second quiet period")
 
 		i.Begin()
 		i.End()
 		i.Stop()
-		time.Sleep(time.Hour)
-		synctest.Wait()
-		if n := calls.Load(); n != 2 {
-			t.Fatalf("called %d times after Stop, want 2", n)
-		}
+		after(time.Hour, 2, "after Stop")
 	})
 }
