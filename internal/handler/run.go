@@ -350,11 +350,16 @@ func negotiate(accept string) string {
 // client leave only once the body has been read to its end
 // (golang/go#23262), so a process that stops reading its stdin must not
 // stop the body from being read. The spool is bounded by max_body.
+//
+// Reading starts with the process (the runner's first Read), not before:
+// a run refused or waiting in the queue leaves the body alone, and only
+// running jobs hold a spool.
 type bodyStdin struct {
 	rc    *http.ResponseController
 	body  io.Reader // limited to max_body
 	spool *os.File
 	gone  func(error) // told once if reading the body fails: the client left
+	start sync.Once   // starts fill
 	done  chan struct{}
 
 	mu      sync.Mutex
@@ -365,7 +370,7 @@ type bodyStdin struct {
 	closed  bool
 }
 
-// newBodyStdin starts taking the body into a spool file in dir.
+// newBodyStdin prepares a spool file in dir for the body.
 func newBodyStdin(w http.ResponseWriter, body io.ReadCloser, limit int64, dir string, gone func(error)) (*bodyStdin, error) {
 	f, err := os.CreateTemp(dir, "stdin-*")
 	if err != nil {
@@ -380,7 +385,6 @@ func newBodyStdin(w http.ResponseWriter, body io.ReadCloser, limit int64, dir st
 		done:    make(chan struct{}),
 		changed: make(chan struct{}),
 	}
-	go b.fill() // exits at the body's end, or when close cuts its read
 	return b, nil
 }
 
@@ -425,6 +429,9 @@ func (b *bodyStdin) notifyLocked() {
 // Read returns spooled bytes, waiting for more until the body has ended;
 // then it returns how it ended.
 func (b *bodyStdin) Read(p []byte) (int, error) {
+	b.start.Do(func() {
+		go b.fill() // exits at the body's end, or when close cuts its read
+	})
 	b.mu.Lock()
 	for !b.closed && b.read == b.spooled && b.end == nil {
 		changed := b.changed
@@ -457,6 +464,7 @@ func (b *bodyStdin) close() {
 	b.closed = true
 	b.notifyLocked()
 	b.mu.Unlock()
+	b.start.Do(func() { close(b.done) }) // never started: nor will it be
 	select {
 	case <-b.done:
 		// A body read to its end must get no read deadline: the server
