@@ -66,7 +66,7 @@ func (h *handler) run(c echo.Context) error {
 		defer cancel(nil)
 		req = req.WithContext(ctx)
 		c.SetRequest(req)
-		stdin, err := newBodyStdin(c.Response(), req.Body, h.cfg.MaxBody, h.spoolDir, cancel)
+		stdin, err := newBodyStdin(c.Response(), req, h.cfg.MaxBody, h.spoolDir, cancel)
 		if err != nil {
 			return err
 		}
@@ -359,7 +359,8 @@ type bodyStdin struct {
 	body  io.Reader // limited to max_body
 	spool *os.File
 	gone  func(error) // told once if reading the body fails: the client left
-	start sync.Once   // starts fill
+	log   *zerolog.Logger
+	start sync.Once // starts fill
 	done  chan struct{}
 
 	mu      sync.Mutex
@@ -370,8 +371,8 @@ type bodyStdin struct {
 	closed  bool
 }
 
-// newBodyStdin prepares a spool file in dir for the body.
-func newBodyStdin(w http.ResponseWriter, body io.ReadCloser, limit int64, dir string, gone func(error)) (*bodyStdin, error) {
+// newBodyStdin prepares a spool file in dir for the body of req.
+func newBodyStdin(w http.ResponseWriter, req *http.Request, limit int64, dir string, gone func(error)) (*bodyStdin, error) {
 	f, err := os.CreateTemp(dir, "stdin-*")
 	if err != nil {
 		return nil, fmt.Errorf("spool request body: %w", err)
@@ -379,9 +380,10 @@ func newBodyStdin(w http.ResponseWriter, body io.ReadCloser, limit int64, dir st
 	_ = os.Remove(f.Name()) // the open descriptor keeps the data
 	b := &bodyStdin{
 		rc:      http.NewResponseController(w),
-		body:    http.MaxBytesReader(nil, body, limit),
+		body:    http.MaxBytesReader(nil, req.Body, limit),
 		spool:   f,
 		gone:    gone,
+		log:     zerolog.Ctx(req.Context()),
 		done:    make(chan struct{}),
 		changed: make(chan struct{}),
 	}
@@ -396,10 +398,14 @@ func (b *bodyStdin) fill() {
 	for {
 		n, err := b.body.Read(buf)
 		if n > 0 {
-			if _, werr := b.spool.WriteAt(buf[:n], off); werr != nil && err == nil {
+			if _, werr := b.spool.WriteAt(buf[:n], off); werr != nil {
+				// The job cannot get its input: it ends as if its
+				// client had left, and the log says why.
+				b.log.Error().Err(werr).Msg("spool request body")
 				err = fmt.Errorf("spool request body: %w", werr)
+			} else {
+				off += int64(n)
 			}
-			off += int64(n)
 		}
 		var maxBytes *http.MaxBytesError
 		if errors.As(err, &maxBytes) {
@@ -411,10 +417,10 @@ func (b *bodyStdin) fill() {
 		closed := b.closed
 		b.notifyLocked()
 		b.mu.Unlock()
-		switch {
-		case err == nil:
+		if err == nil {
 			continue
-		case err != io.EOF && err != jobs.ErrInputTooLarge && !closed:
+		}
+		if err != io.EOF && err != jobs.ErrInputTooLarge && !closed {
 			b.gone(err)
 		}
 		return
