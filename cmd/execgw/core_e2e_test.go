@@ -204,15 +204,7 @@ func TestOptionalParamWithoutDefaultDropsItsArgument(t *testing.T) {
 func TestClientDisconnectKillsTree(t *testing.T) {
 	g := startGateway(t, coreConfig)
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "POST", g.URL+"/v1/commands/pipe/run", nil)
-	errc := make(chan error, 1)
-	go func() { // exits when the request is canceled below
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		errc <- err
-	}()
+	errc := g.doInBackground(ctx, "POST", "/v1/commands/pipe/run", nil) // until cancel below
 	rec := decode[jobLine](t, []byte(g.waitLog(`"message":"job started"`, 10*time.Second)))
 	waitFor(t, 5*time.Second, "sleep and cat to start", func() bool { return len(groupMembers(rec.Pid)) >= 3 })
 

@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -201,6 +202,25 @@ func (g *gateway) kill() {
 			<-g.exited
 		}
 	})
+}
+
+// doInBackground sends a request from a goroutine of its own, which
+// exits when the response has come or ctx is canceled; the channel gets
+// the request's error.
+func (g *gateway) doInBackground(ctx context.Context, method, path string, body io.Reader) <-chan error {
+	req, err := http.NewRequestWithContext(ctx, method, g.URL+path, body)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	return errc
 }
 
 // do sends a request and returns the response with its body read.

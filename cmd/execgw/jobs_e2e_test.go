@@ -258,15 +258,7 @@ func TestQueueing(t *testing.T) {
 
 	// A bound run is not refused: it waits while its client is there.
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "POST", g.URL+"/v1/commands/echo/run?text=bound", nil)
-	errc := make(chan error, 1)
-	go func() { // exits when the request is canceled below
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		errc <- err
-	}()
+	errc := g.doInBackground(ctx, "POST", "/v1/commands/echo/run?text=bound", nil) // until cancel below
 	var bound record
 	waitFor(t, 10*time.Second, "the bound run to wait in the queue", func() bool {
 		recs, _ := g.list("state=queued&command=echo")

@@ -584,15 +584,7 @@ func TestStreamStdinClientDisconnects(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	body := &streamPattern{n: -1, ctx: ctx, gate: make(chan struct{}), gateAt: mib}
-	req, _ := http.NewRequestWithContext(ctx, "POST", g.URL+"/v1/commands/wc/run", body)
-	errc := make(chan error, 1)
-	go func() { // exits when the request is canceled below
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		errc <- err
-	}()
+	errc := g.doInBackground(ctx, "POST", "/v1/commands/wc/run", body) // until cancel below
 	started := decode[jobLine](t, []byte(g.waitLog(`"message":"job started"`, 10*time.Second)))
 	waitFor(t, 10*time.Second, "the first MiB to reach the gateway", func() bool {
 		return body.readBytes() >= mib

@@ -25,7 +25,7 @@ type Idle struct {
 	onQuiet    func()
 	worked     bool // Begin was called since onQuiet last ran
 	quietTimer *time.Timer
-	quietRun   sync.Mutex // held while onQuiet runs, so that runs never overlap
+	quietRun   sync.Mutex // held while onQuiet runs: runs never overlap, and Stop waits for one
 }
 
 // NewIdle returns an Idle armed now. A timeout <= 0 never fires.
@@ -39,7 +39,8 @@ func NewIdle(timeout time.Duration) *Idle {
 
 // OnQuiet makes Idle call fn after each period of work, once nothing has
 // been in progress for d, whatever the idle timeout. fn runs in a goroutine
-// of its own, never twice at once. Call OnQuiet before the first Begin.
+// of its own, never twice at once; Stop waits for it. Call OnQuiet before
+// the first Begin.
 func (i *Idle) OnQuiet(d time.Duration, fn func()) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -53,12 +54,7 @@ func (i *Idle) Begin() {
 	i.active++
 	i.gen++
 	i.worked = true
-	for _, t := range []**time.Timer{&i.timer, &i.quietTimer} {
-		if *t != nil {
-			(*t).Stop()
-			*t = nil
-		}
-	}
+	i.stopTimersLocked()
 }
 
 // End marks the end of work begun with Begin.
@@ -75,12 +71,20 @@ func (i *Idle) End() {
 // Expired is closed when the gateway has been idle for the timeout.
 func (i *Idle) Expired() <-chan struct{} { return i.fired }
 
-// Stop disarms the timer for good.
+// Stop disarms the timers for good, and waits for a run of the OnQuiet
+// function in progress.
 func (i *Idle) Stop() {
 	i.mu.Lock()
-	defer i.mu.Unlock()
 	i.done = true
 	i.gen++
+	i.stopTimersLocked()
+	i.mu.Unlock()
+	// A timer that saw done unset took quietRun before releasing mu.
+	i.quietRun.Lock()
+	defer i.quietRun.Unlock()
+}
+
+func (i *Idle) stopTimersLocked() {
 	for _, t := range []**time.Timer{&i.timer, &i.quietTimer} {
 		if *t != nil {
 			(*t).Stop()
@@ -113,13 +117,13 @@ func (i *Idle) armQuietLocked() {
 	gen := i.gen
 	i.quietTimer = time.AfterFunc(i.quietAfter, func() {
 		i.mu.Lock()
-		quiet := gen == i.gen && i.active == 0 && !i.done
-		if quiet {
+		// A run still in progress (TryLock fails) does this one's work.
+		run := gen == i.gen && i.active == 0 && !i.done && i.quietRun.TryLock()
+		if run {
 			i.worked = false
 		}
 		i.mu.Unlock()
-		if quiet {
-			i.quietRun.Lock()
+		if run {
 			defer i.quietRun.Unlock()
 			i.onQuiet()
 		}

@@ -22,19 +22,22 @@ func fired(i *Idle) bool {
 // The timing tests run in a synctest bubble: time is fake, so "exactly
 // after the timeout" is checked to the nanosecond, and nothing sleeps.
 
+// firedAfter sleeps d in the bubble, lets the timers run, then checks
+// whether i has fired.
+func firedAfter(t *testing.T, i *Idle, d time.Duration, want bool, when string) {
+	t.Helper()
+	time.Sleep(d)
+	synctest.Wait()
+	if got := fired(i); got != want {
+		t.Fatalf("%s: fired = %v, want %v", when, got, want)
+	}
+}
+
 func TestIdleFiresAfterTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		i := NewIdle(time.Second)
-		time.Sleep(time.Second - time.Nanosecond)
-		synctest.Wait()
-		if fired(i) {
-			t.Fatalf("fired before the timeout")
-		}
-		time.Sleep(time.Nanosecond)
-		synctest.Wait()
-		if !fired(i) {
-			t.Fatalf("not fired after the timeout with no activity")
-		}
+		firedAfter(t, i, time.Second-time.Nanosecond, false, "fired before the timeout")
+		firedAfter(t, i, time.Nanosecond, true, "not fired after the timeout with no activity")
 	})
 }
 
@@ -43,23 +46,11 @@ func TestIdleBeginHoldsOff(t *testing.T) {
 		i := NewIdle(time.Second)
 		time.Sleep(900 * time.Millisecond)
 		i.Begin() // 100 ms before it would fire
-		time.Sleep(time.Hour)
-		synctest.Wait()
-		if fired(i) {
-			t.Fatalf("fired while work was in progress")
-		}
+		firedAfter(t, i, time.Hour, false, "fired while work was in progress")
 		i.End()
 		// End re-arms for a whole timeout from now, not from the start.
-		time.Sleep(time.Second - time.Nanosecond)
-		synctest.Wait()
-		if fired(i) {
-			t.Fatalf("fired less than the timeout after End")
-		}
-		time.Sleep(time.Nanosecond)
-		synctest.Wait()
-		if !fired(i) {
-			t.Fatalf("not fired the timeout after End")
-		}
+		firedAfter(t, i, time.Second-time.Nanosecond, false, "fired less than the timeout after End")
+		firedAfter(t, i, time.Nanosecond, true, "not fired the timeout after End")
 	})
 }
 
@@ -69,17 +60,9 @@ func TestIdleCountsNestedWork(t *testing.T) {
 		i.Begin() // a request
 		i.Begin() // the job it submits
 		i.End()   // the request answered 202; the job goes on
-		time.Sleep(time.Hour)
-		synctest.Wait()
-		if fired(i) {
-			t.Fatalf("fired with one piece of work still in progress")
-		}
+		firedAfter(t, i, time.Hour, false, "fired with one piece of work still in progress")
 		i.End()
-		time.Sleep(time.Second)
-		synctest.Wait()
-		if !fired(i) {
-			t.Fatalf("not fired after the last End")
-		}
+		firedAfter(t, i, time.Second, true, "not fired after the last End")
 	})
 }
 
@@ -98,11 +81,7 @@ func TestIdleEndRearmsEachTime(t *testing.T) {
 		if fired(i) {
 			t.Fatalf("fired although no idle period lasted the timeout")
 		}
-		time.Sleep(time.Second)
-		synctest.Wait()
-		if !fired(i) {
-			t.Fatalf("not fired a timeout after the last request")
-		}
+		firedAfter(t, i, time.Second, true, "not fired a timeout after the last request")
 		// After firing, more work changes nothing and fires nothing twice.
 		i.Begin()
 		i.End()
@@ -116,19 +95,11 @@ func TestIdleStop(t *testing.T) {
 		i := NewIdle(time.Second)
 		time.Sleep(500 * time.Millisecond)
 		i.Stop()
-		time.Sleep(time.Hour)
-		synctest.Wait()
-		if fired(i) {
-			t.Fatalf("fired after Stop")
-		}
+		firedAfter(t, i, time.Hour, false, "fired after Stop")
 		// Work after Stop does not re-arm the timer.
 		i.Begin()
 		i.End()
-		time.Sleep(time.Hour)
-		synctest.Wait()
-		if fired(i) {
-			t.Fatalf("fired after Stop, Begin, End")
-		}
+		firedAfter(t, i, time.Hour, false, "fired after Stop, Begin, End")
 		i.Stop() // twice is fine
 	})
 }
@@ -136,11 +107,7 @@ func TestIdleStop(t *testing.T) {
 func TestIdleStopAfterFiring(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		i := NewIdle(time.Second)
-		time.Sleep(time.Second)
-		synctest.Wait()
-		if !fired(i) {
-			t.Fatalf("not fired")
-		}
+		firedAfter(t, i, time.Second, true, "not fired")
 		i.Stop()
 		if !fired(i) {
 			t.Fatalf("Stop un-fired the channel")
@@ -265,4 +232,31 @@ func TestIdleOnQuiet(t *testing.T) {
 		i.Stop()
 		after(time.Hour, 2, "after Stop")
 	})
+}
+
+// Stop waits for the OnQuiet function in progress: the gateway does not
+// exit under it. (Real time: synctest cannot wait for a goroutine blocked
+// on a mutex, which is what Stop is then.)
+func TestIdleStopWaitsForOnQuiet(t *testing.T) {
+	i := NewIdle(0)
+	running, release := make(chan struct{}), make(chan struct{})
+	i.OnQuiet(time.Millisecond, func() {
+		close(running)
+		<-release
+	})
+	i.Begin()
+	i.End()
+	<-running
+	stopped := make(chan struct{})
+	go func() { // exits once Stop returns, after release below
+		i.Stop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+		t.Fatal("Stop returned while the OnQuiet function ran")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	<-stopped
 }
