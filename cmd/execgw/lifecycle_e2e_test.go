@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -568,5 +569,29 @@ func checkLogOrder(t *testing.T, g *gateway, substrs ...string) {
 			return
 		}
 		last, lastS = i, s
+	}
+}
+
+// TestServeSchedulerProcs checks the gateway's GOMAXPROCS: twice the
+// runtime's default, or the operator's GOMAXPROCS as it is.
+func TestServeSchedulerProcs(t *testing.T) {
+	procs := func(g *gateway) int {
+		t.Helper()
+		line := g.log.find(`"message":"execgw starting"`)
+		if line == "" {
+			t.Fatalf("no start-up line in the log:\n%s", g.log.String())
+		}
+		return decode[struct {
+			Procs int `json:"gomaxprocs"`
+		}](t, []byte(line)).Procs
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// The test and the gateway run on the same CPUs under the same limits.
+		if got, want := procs(startGateway(t, lifecycleConfig)), 2*runtime.GOMAXPROCS(0); got != want {
+			t.Errorf("gomaxprocs %d, want %d", got, want)
+		}
+	}
+	if got := procs(startGateway(t, lifecycleConfig, gatewayOptions{env: []string{"GOMAXPROCS=3"}})); got != 3 {
+		t.Errorf("with GOMAXPROCS=3: gomaxprocs %d, want 3", got)
 	}
 }

@@ -54,6 +54,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
+	// Setting it turns off the runtime's own updates when the CPU limit
+	// changes (Go 1.25): a new limit takes effect at the next start.
+	runtime.GOMAXPROCS(schedulerProcs(os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0)))
 	// From here a SIGTERM is a graceful shutdown, even one that comes
 	// while the gateway is still starting: Run acts on it once serving.
 	signals := make(chan os.Signal, 2)
@@ -140,6 +143,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Str("state_dir", cfg.StateDir).
 		Bool("socket_activated", activated).
 		Str("containment", containment).
+		Int("gomaxprocs", runtime.GOMAXPROCS(0)).
 		Int("commands", len(cfg.Commands)).
 		Stringer("shutdown_grace", cfg.ShutdownGrace).
 		Stringer("idle_exit", cfg.IdleExit).
