@@ -69,6 +69,9 @@ type gatewayOptions struct {
 	listener *os.File
 }
 
+// gatewayEnv is added to every gateway's environment (-gomaxprocs).
+var gatewayEnv []string
+
 // gateway is one execgw process started by the benchmark.
 type gateway struct {
 	name    string
@@ -118,7 +121,7 @@ func newGateway(bin, dir, name string, opts gatewayOptions) (*gateway, error) {
 	} else {
 		cmd = exec.Command(bin, "serve", "--config", cfg)
 	}
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, gatewayEnv...)
 	// If the benchmark dies, its gateways shut down (and cancel their jobs).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	g := &gateway{

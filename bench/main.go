@@ -27,6 +27,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -54,6 +55,7 @@ type options struct {
 	jobstore     bool
 	extraState   string
 	strict       bool
+	gomaxprocs   int
 }
 
 // sections in report order; -only takes these names.
@@ -100,6 +102,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.coldStarts, "cold-starts", 10, "measured cold starts (quick: 5)")
 	fs.BoolVar(&o.jobstore, "jobstore", true, "also run go test -bench in internal/jobstore (quick: false)")
 	fs.StringVar(&o.extraState, "extra-state", "", "also measure a gateway whose state_dir is under this directory (another file system, e.g. a journaled ext4 mount) in the overhead, store and load sections")
+	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "run every gateway with GOMAXPROCS set to this (0: the gateway's own choice, twice the CPUs)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -156,6 +159,9 @@ func run(ctx context.Context, args []string) (err error) {
 	}
 	began := time.Now()
 	raiseFileLimit()
+	if o.gomaxprocs > 0 {
+		gatewayEnv = append(gatewayEnv, "GOMAXPROCS="+strconv.Itoa(o.gomaxprocs))
+	}
 	progress := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 	}
