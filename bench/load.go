@@ -70,6 +70,11 @@ func (l *loadResult) errors() int {
 // not yet begun and answers them at its steady rate.
 func (l *loadResult) rate() float64 { return float64(l.steady) / (l.window - l.ramp).Seconds() }
 
+// rampOf is the start of a window of length d that rate leaves out: a
+// fifth of it, at most 2 s; the minimal server's swings after the start
+// last a second or two.
+func rampOf(d time.Duration) time.Duration { return min(d/5, 2*time.Second) }
+
 // drainedRate is every run over the window and the drain.
 func (l *loadResult) drainedRate() float64 { return float64(l.ok) / l.elapsed.Seconds() }
 
@@ -172,7 +177,7 @@ func loadRun(ctx context.Context, name string, clients int, d time.Duration, pid
 
 	start := time.Now()
 	deadline := start.Add(d)
-	ramp := min(d/5, 2*time.Second)
+	ramp := rampOf(d)
 	rampEnd := start.Add(ramp)
 	var wg sync.WaitGroup
 	for range clients {
@@ -407,7 +412,7 @@ func benchLoad(ctx context.Context, r *report, bin, dir, shm, extraRoot string, 
 		"swings for a second or more, the gateway's FIFO queue settles within a quarter of a second. At the close the "+
 		"minimal server holds runs already started and answers them all within a few hundred milliseconds, the gateway's "+
 		"queue holds runs not yet begun and answers them at its steady rate. The target is read on the steady rate.\n",
-		min(d/5, 2*time.Second))
+		rampOf(d))
 	r.printf("\nConnections opened during the window are not errors: the clients share one pool, and a client that finds no idle " +
 		"connection (another took the one it just released) dials a new one; no request failed for it.\n")
 
