@@ -92,13 +92,9 @@ commands:
 // containment is the "containment" field of the start-up log line.
 func containment(t *testing.T, g *gateway) string {
 	t.Helper()
-	line := g.log.find(`"message":"execgw starting"`)
-	if line == "" {
-		t.Fatalf("no start-up line in the log:\n%s", g.log.String())
-	}
-	return decode[struct {
+	return startupLine[struct {
 		Containment string `json:"containment"`
-	}](t, []byte(line)).Containment
+	}](t, g).Containment
 }
 
 // procsRunning lists the live processes whose command line is argv.

@@ -273,6 +273,17 @@ type jobLine struct {
 	State string `json:"state"`
 }
 
+// startupLine decodes the gateway's start-up log line ("execgw starting")
+// into a T.
+func startupLine[T any](t testing.TB, g *gateway) T {
+	t.Helper()
+	line := g.log.find(`"message":"execgw starting"`)
+	if line == "" {
+		t.Fatalf("no start-up line in the log:\n%s", g.log.String())
+	}
+	return decode[T](t, []byte(line))
+}
+
 func decode[T any](t testing.TB, b []byte) T {
 	t.Helper()
 	var v T

@@ -577,13 +577,9 @@ func checkLogOrder(t *testing.T, g *gateway, substrs ...string) {
 func TestServeSchedulerProcs(t *testing.T) {
 	procs := func(g *gateway) int {
 		t.Helper()
-		line := g.log.find(`"message":"execgw starting"`)
-		if line == "" {
-			t.Fatalf("no start-up line in the log:\n%s", g.log.String())
-		}
-		return decode[struct {
+		return startupLine[struct {
 			Procs int `json:"gomaxprocs"`
-		}](t, []byte(line)).Procs
+		}](t, g).Procs
 	}
 	if os.Getenv("GOMAXPROCS") == "" {
 		// The test and the gateway run on the same CPUs under the same limits.

@@ -104,8 +104,6 @@ func validID(id string) bool {
 	return true
 }
 
-// syncFile is the writer Create returns: Close flushes the file, and the
-// directory entry naming it, to disk before closing.
 // lazyFile creates its file at the first write: most jobs write nothing
 // to one of their streams or both, and a file never created costs neither
 // an inode nor the syncs that make it durable.
