@@ -25,12 +25,16 @@ import (
 	"go.uber.org/goleak"
 )
 
-var (
-	buildDir  string
-	buildOnce sync.Once
-	buildPath string
-	buildErr  error
-)
+var buildDir string
+
+// builds holds the gateway binaries built so far, by their -race setting.
+var builds = map[bool]*build{false: {}, true: {}}
+
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
 
 func TestMain(m *testing.M) {
 	var err error
@@ -51,24 +55,33 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// binary builds the gateway once and returns its path.
-func binary(t testing.TB) string {
+// binary builds the gateway once and returns its path; with -race when
+// the tests run with it.
+func binary(t testing.TB) string { return builtBinary(t, raceEnabled) }
+
+// plainBinary is binary without -race: the race runtime makes system
+// calls of its own.
+func plainBinary(t testing.TB) string { return builtBinary(t, false) }
+
+func builtBinary(t testing.TB, race bool) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		buildPath = filepath.Join(buildDir, "execgw")
-		args := []string{"build", "-o", buildPath}
-		if raceEnabled {
-			args = append(args, "-race")
+	b := builds[race]
+	b.once.Do(func() {
+		name, args := "execgw", []string{"build"}
+		if race {
+			name, args = "execgw-race", append(args, "-race")
 		}
-		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
+		b.path = filepath.Join(buildDir, name)
+		args = append(args, "-o", b.path, ".")
+		out, err := exec.Command("go", args...).CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			b.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return buildPath
+	return b.path
 }
 
 // gateway is one running execgw process.
@@ -86,6 +99,7 @@ type gateway struct {
 // gatewayOptions tune startGateway.
 type gatewayOptions struct {
 	dir   string   // reuse a directory (and so a state dir); default: a new one
+	bin   string   // the gateway binary; default: binary(t)
 	env   []string // extra environment of the gateway process
 	extra func(cmd *exec.Cmd)
 	// listen is the config's listen address; default 127.0.0.1:0.
@@ -117,7 +131,11 @@ func startGateway(t testing.TB, config string, opts ...gatewayOptions) *gateway 
 	if err := os.WriteFile(path, []byte(full), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary(t), "serve", "--config", path)
+	bin := o.bin
+	if bin == "" {
+		bin = binary(t)
+	}
+	cmd := exec.Command(bin, "serve", "--config", path)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, o.env...)
 	g := &gateway{t: t, cmd: cmd, URL: o.url, Dir: dir, log: newLogBuffer(), exited: make(chan struct{})}
 	cmd.Stderr = g.log
