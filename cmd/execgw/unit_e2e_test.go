@@ -135,9 +135,16 @@ func TestGatewayStaysInsideUnitSandbox(t *testing.T) {
 		},
 	})
 	pid := tracedChild(t, g.cmd.Process.Pid)
-	// If the test fails midway, strace's end would leave the gateway
-	// running, detached.
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	// If the test fails midway, killing strace would leave the gateway
+	// running, detached. Once strace has exited by itself, so has the
+	// gateway, and its pid may be another process's.
+	t.Cleanup(func() {
+		select {
+		case <-g.exited:
+		default:
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
 	if msg := notify.next(t, 30*time.Second); msg != "READY=1" {
 		t.Fatalf("first notification %q, want READY=1", msg)
 	}
