@@ -69,7 +69,7 @@ type gatewayOptions struct {
 	listener *os.File
 }
 
-// gatewayEnv is added to every gateway's environment (-gomaxprocs).
+// gatewayEnv is added to every gateway's environment (-gomaxprocs, -gogc).
 var gatewayEnv []string
 
 // gateway is one execgw process started by the benchmark.

@@ -56,6 +56,7 @@ type options struct {
 	extraState   string
 	strict       bool
 	gomaxprocs   int
+	gogc         int
 }
 
 // sections in report order; -only takes these names.
@@ -103,6 +104,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.jobstore, "jobstore", true, "also run go test -bench in internal/jobstore (quick: false)")
 	fs.StringVar(&o.extraState, "extra-state", "", "also measure a gateway whose state_dir is under this directory (another file system, e.g. a journaled ext4 mount) in the overhead, store and load sections")
 	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "run every gateway with GOMAXPROCS set to this (0: the gateway's own choice, twice the CPUs)")
+	fs.IntVar(&o.gogc, "gogc", 0, "run every gateway with GOGC set to this (0: Go's default, 100)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -161,6 +163,9 @@ func run(ctx context.Context, args []string) (err error) {
 	raiseFileLimit()
 	if o.gomaxprocs > 0 {
 		gatewayEnv = append(gatewayEnv, "GOMAXPROCS="+strconv.Itoa(o.gomaxprocs))
+	}
+	if o.gogc > 0 {
+		gatewayEnv = append(gatewayEnv, "GOGC="+strconv.Itoa(o.gogc))
 	}
 	progress := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)

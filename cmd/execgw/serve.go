@@ -35,8 +35,9 @@ import (
 const memoryReleaseDelay = 3 * time.Second
 
 // releaseMemory collects all garbage and returns free memory to the
-// system. Two collections: what sync.Pools hold (net/http's per-connection
-// buffers, Echo's contexts) survives the first one in their victim caches.
+// system. Two collections (FreeOSMemory runs the second): what sync.Pools
+// hold (net/http's per-connection buffers, Echo's contexts) survives the
+// first one in their victim caches.
 func releaseMemory() {
 	runtime.GC()
 	debug.FreeOSMemory()
@@ -167,14 +168,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 }
 
-// newLogger writes JSON lines, or a console format for people: when asked,
-// or by default when stderr is a terminal.
 func init() {
 	// zerolog's default is whole seconds: too coarse to order the lines of
 	// one request and its job.
 	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
 }
 
+// newLogger writes JSON lines, or a console format for people: when asked,
+// or by default when stderr is a terminal.
 func newLogger(cfg config.Log, w io.Writer) zerolog.Logger {
 	console := cfg.Format == "console"
 	if cfg.Format == "" {
