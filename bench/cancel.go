@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/execgw/execgw/internal/gatewaytest"
 )
 
 // Cancel latency (issue 2): a bound run of sh -c 'sleep 300 | cat'; the
@@ -148,17 +150,14 @@ func cancelDirect() (time.Duration, error) {
 
 // waitTree waits until group pgid holds its sleep and its cat, and returns
 // its live members.
-func waitTree(pgid int, timeout time.Duration) ([]procStat, error) {
+func waitTree(pgid int, timeout time.Duration) ([]gatewaytest.Proc, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		members, err := liveGroupMembers(pgid)
-		if err != nil {
-			return nil, err
-		}
+		members := gatewaytest.GroupMembers(pgid)
 		var sleep, cat bool
 		for _, m := range members {
-			sleep = sleep || m.comm == "sleep"
-			cat = cat || m.comm == "cat"
+			sleep = sleep || m.Comm == "sleep"
+			cat = cat || m.Comm == "cat"
 		}
 		if sleep && cat {
 			return members, nil
@@ -171,10 +170,10 @@ func waitTree(pgid int, timeout time.Duration) ([]procStat, error) {
 }
 
 // openPidfds opens a pidfd for each process; one already gone gets none.
-func openPidfds(members []procStat) []int {
+func openPidfds(members []gatewaytest.Proc) []int {
 	var fds []int
 	for _, m := range members {
-		fd, err := unix.PidfdOpen(m.pid, 0)
+		fd, err := unix.PidfdOpen(m.Pid, 0)
 		if err == nil {
 			fds = append(fds, fd)
 		}
@@ -223,10 +222,7 @@ func waitGroupGone(pgid int, fds []int, timeout time.Duration) (time.Time, error
 		pending = rest
 	}
 	for {
-		members, err := liveGroupMembers(pgid)
-		if err != nil {
-			return time.Time{}, err
-		}
+		members := gatewaytest.GroupMembers(pgid)
 		if len(members) == 0 {
 			return last, nil
 		}

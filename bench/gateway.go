@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -18,6 +17,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/execgw/execgw/internal/gatewaytest"
 )
 
 // gatewayConfig is the configuration of every gateway the benchmark runs.
@@ -69,20 +70,17 @@ type gatewayOptions struct {
 	listener *os.File
 }
 
-// gatewayEnv is added to every gateway's environment (-gomaxprocs, -gogc).
-var gatewayEnv []string
-
 // gateway is one execgw process started by the benchmark.
 type gateway struct {
 	name    string
 	dir     string
-	cmd     *exec.Cmd
+	opts    gatewaytest.Options
+	proc    *gatewaytest.Gateway
 	url     string
 	logPath string
 	logs    *logTail
 	client  *http.Client // keep-alive, for sequential requests
-	exited  chan struct{}
-	waitErr error
+	exited  <-chan struct{}
 }
 
 // newGateway writes the configuration into dir and prepares the process;
@@ -107,30 +105,20 @@ func newGateway(bin, dir, name string, opts gatewayOptions) (*gateway, error) {
 			opts.listen = "127.0.0.1:" + strconv.Itoa(port)
 		}
 	}
-	cfg := filepath.Join(dir, "config.yaml")
-	text := fmt.Sprintf(gatewayConfig, opts.listen, opts.stateDir, opts.logLevel, opts.maxConcurrent, opts.maxQueued)
-	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
-		return nil, err
-	}
-	var cmd *exec.Cmd
-	if opts.listener != nil {
-		// What systemd does: LISTEN_PID must be the gateway's own pid,
-		// which exec keeps.
-		cmd = exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`, bin, "serve", "--config", cfg)
-		cmd.ExtraFiles = []*os.File{opts.listener}
-	} else {
-		cmd = exec.Command(bin, "serve", "--config", cfg)
-	}
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, gatewayEnv...)
-	// If the benchmark dies, its gateways shut down (and cancel their jobs).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	g := &gateway{
 		name:    name,
 		dir:     dir,
-		cmd:     cmd,
 		logPath: filepath.Join(dir, "gateway.log"),
 		client:  newClient(4, nil),
-		exited:  make(chan struct{}),
+		opts: gatewaytest.Options{
+			Bin:      bin,
+			Dir:      dir,
+			Config:   fmt.Sprintf(gatewayConfig, opts.listen, opts.stateDir, opts.logLevel, opts.maxConcurrent, opts.maxQueued),
+			Listener: opts.listener,
+			// If the benchmark dies, its gateways shut down (and cancel
+			// their jobs).
+			Prepare: func(cmd *exec.Cmd) { cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} },
+		},
 	}
 	if !strings.HasSuffix(opts.listen, ":0") {
 		g.url = "http://" + opts.listen
@@ -155,14 +143,11 @@ func (g *gateway) start() error {
 		return err
 	}
 	defer f.Close() // the child has its own copy
-	g.cmd.Stdout, g.cmd.Stderr = f, f
-	if err := g.cmd.Start(); err != nil {
-		return fmt.Errorf("start gateway %s: %w", g.name, err)
+	g.opts.Log = f
+	if g.proc, err = gatewaytest.Start(g.opts); err != nil {
+		return fmt.Errorf("gateway %s: %w", g.name, err)
 	}
-	go func() { // exits when the gateway process does
-		g.waitErr = g.cmd.Wait()
-		close(g.exited)
-	}()
+	g.exited = g.proc.Exited()
 	if g.logs, err = openLogTail(g.logPath); err != nil {
 		return err
 	}
@@ -181,7 +166,7 @@ func (g *gateway) waitServing(ctx context.Context) error {
 			}
 			select {
 			case <-g.exited:
-				return fmt.Errorf("gateway %s exited (%v); log %s:\n%s", g.name, g.waitErr, g.logPath, tailOf(g.logPath))
+				return fmt.Errorf("gateway %s exited (%v); log %s:\n%s", g.name, g.proc.ExitErr(), g.logPath, tailOf(g.logPath))
 			default:
 			}
 			if time.Now().After(deadline) {
@@ -196,7 +181,7 @@ func (g *gateway) waitServing(ctx context.Context) error {
 	if err != nil {
 		select {
 		case <-g.exited:
-			return fmt.Errorf("gateway %s exited (%v); log %s:\n%s", g.name, g.waitErr, g.logPath, tailOf(g.logPath))
+			return fmt.Errorf("gateway %s exited (%v); log %s:\n%s", g.name, g.proc.ExitErr(), g.logPath, tailOf(g.logPath))
 		default:
 		}
 		return fmt.Errorf("gateway %s: %w", g.name, err)
@@ -222,7 +207,7 @@ func startGateway(ctx context.Context, bin, dir, name string, opts gatewayOption
 	return g, nil
 }
 
-func (g *gateway) pid() int { return g.cmd.Process.Pid }
+func (g *gateway) pid() int { return g.proc.Pid() }
 
 // stop sends SIGTERM and waits for the exit, SIGKILL after 30 s.
 func (g *gateway) stop() error {
@@ -230,30 +215,13 @@ func (g *gateway) stop() error {
 	if g.logs != nil {
 		_ = g.logs.f.Close()
 	}
-	select {
-	case <-g.exited:
-		return g.waitErr
-	default:
+	if err := g.proc.Stop(30 * time.Second); err != nil {
+		return fmt.Errorf("gateway %s: %w", g.name, err)
 	}
-	_ = g.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-g.exited:
-		return g.waitErr
-	case <-time.After(30 * time.Second):
-		g.kill()
-		return fmt.Errorf("gateway %s did not exit 30 s after SIGTERM", g.name)
-	}
+	return nil
 }
 
-func (g *gateway) kill() {
-	select {
-	case <-g.exited:
-		return
-	default:
-	}
-	_ = g.cmd.Process.Kill()
-	<-g.exited
-}
+func (g *gateway) kill() { g.proc.Kill() }
 
 // exchange sends one request without a body and returns the response's
 // body: an error for a failed exchange or a status other than 200.
@@ -475,95 +443,6 @@ func tailOf(path string) string {
 	return strings.Join(lines[max(0, len(lines)-15):], "\n")
 }
 
-// procStatus returns the kB (or count) values of /proc/PID/status fields.
-func procStatus(pid int) (map[string]int64, error) {
-	return procStatusFile("/proc/" + strconv.Itoa(pid) + "/status")
-}
-
-// procStatusFile reads "Key: value [kB]" lines (/proc/PID/status,
-// /proc/meminfo).
-func procStatusFile(path string) (map[string]int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	out := map[string]int64{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		fields := strings.Fields(v)
-		if len(fields) == 0 {
-			continue
-		}
-		if n, err := strconv.ParseInt(fields[0], 10, 64); err == nil {
-			out[k] = n
-		}
-	}
-	return out, sc.Err()
-}
-
-// openFDs counts the open descriptors of pid.
-func openFDs(pid int) int {
-	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
-	if err != nil {
-		return -1
-	}
-	return len(ents)
-}
-
-// procStat is what the benchmark needs of /proc/PID/stat.
-type procStat struct {
-	pid   int
-	comm  string
-	state byte
-	pgrp  int
-}
-
-func readProcStat(pid int) (procStat, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, err
-	}
-	open, end := bytes.IndexByte(data, '('), bytes.LastIndexByte(data, ')')
-	if open < 0 || end < open {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: malformed", pid)
-	}
-	fields := strings.Fields(string(data[end+1:]))
-	if len(fields) < 3 || len(fields[0]) != 1 {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: malformed", pid)
-	}
-	pgrp, err := strconv.Atoi(fields[2])
-	if err != nil {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return procStat{pid: pid, comm: string(data[open+1 : end]), state: fields[0][0], pgrp: pgrp}, nil
-}
-
-// liveGroupMembers lists the processes of group pgid that are not zombies.
-func liveGroupMembers(pgid int) ([]procStat, error) {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, err
-	}
-	var out []procStat
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := readProcStat(pid)
-		if err != nil || st.pgrp != pgid || st.state == 'Z' || st.state == 'X' {
-			continue
-		}
-		out = append(out, st)
-	}
-	return out, nil
-}
-
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -575,31 +454,18 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// clockTick is the unit of the times in /proc/PID/stat (USER_HZ, 100 on
-// Linux).
-const clockTick = 10 * time.Millisecond
-
 // procCPU returns the CPU time pid has used (user + system), and that of
 // its children it has waited for.
 func procCPU(pid int) (self, children time.Duration, err error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	p, err := gatewaytest.ReadProc(pid)
+	return p.CPU, p.ChildrenCPU, err
+}
+
+// openFDs counts the open descriptors of pid.
+func openFDs(pid int) int {
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
 	if err != nil {
-		return 0, 0, err
+		return -1
 	}
-	end := bytes.LastIndexByte(data, ')')
-	if end < 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
-	}
-	// fields[0] is field 3; utime, stime, cutime, cstime are 14 to 17.
-	fields := strings.Fields(string(data[end+1:]))
-	if len(fields) < 15 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
-	}
-	var t [4]int64
-	for i := range t {
-		if t[i], err = strconv.ParseInt(fields[11+i], 10, 64); err != nil {
-			return 0, 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-		}
-	}
-	return time.Duration(t[0]+t[1]) * clockTick, time.Duration(t[2]+t[3]) * clockTick, nil
+	return len(ents)
 }

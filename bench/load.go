@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/execgw/execgw/internal/gatewaytest"
 )
 
 // Load (issue 6): clients concurrent clients on keep-alive connections send
@@ -245,7 +247,7 @@ const (
 	targetTmpfs   = "gateway, state_dir on tmpfs"
 )
 
-func benchLoad(ctx context.Context, r *report, bin, dir, shm, extraRoot string, mini *minimal, clients int, d, settle time.Duration, rounds int) error {
+func benchLoad(ctx context.Context, r *report, bin, dir, shm string, mini *minimal, clients int, d, settle time.Duration, rounds int) error {
 	g, err := startGateway(ctx, bin, filepath.Join(dir, "load"), "load", gatewayOptions{maxConcurrent: 64, maxQueued: 1000})
 	if err != nil {
 		return err
@@ -258,14 +260,6 @@ func benchLoad(ctx context.Context, r *report, bin, dir, shm, extraRoot string, 
 			return err
 		}
 		defer tg.stop()
-	}
-	var eg *gateway
-	if extraRoot != "" {
-		opts := gatewayOptions{maxConcurrent: 64, maxQueued: 1000, stateDir: filepath.Join(extraRoot, "load")}
-		if eg, err = startGateway(ctx, bin, filepath.Join(dir, "load-extra"), "state under "+filepath.Dir(extraRoot), opts); err != nil {
-			return err
-		}
-		defer eg.stop()
 	}
 	for range 20 {
 		if err := g.runTrue(ctx, g.client); err != nil {
@@ -284,9 +278,6 @@ func benchLoad(ctx context.Context, r *report, bin, dir, shm, extraRoot string, 
 	order := []string{targetSpawn, targetMinimal, targetGateway}
 	if tg != nil {
 		order = append(order, targetTmpfs)
-	}
-	if eg != nil {
-		order = append(order, "gateway, "+eg.name)
 	}
 	var results []*loadResult
 	for round := range rounds {
@@ -310,12 +301,9 @@ func benchLoad(ctx context.Context, r *report, bin, dir, shm, extraRoot string, 
 			case targetTmpfs:
 				pid = tg.pid()
 				res = loadRun(ctx, target, clients, d, pid, tg.runTrue)
-			default:
-				pid = eg.pid()
-				res = loadRun(ctx, target, clients, d, pid, eg.runTrue)
 			}
 			if pid != 0 {
-				if st, err := procStatus(pid); err == nil {
+				if st, err := gatewaytest.Status(pid); err == nil {
 					res.peakRSS = st["VmHWM"]
 				}
 			}
@@ -354,7 +342,7 @@ func benchLoad(ctx context.Context, r *report, bin, dir, shm, extraRoot string, 
 		return st["RssAnon"] <= idle.before.status["RssAnon"]+16<<10
 	}
 	for time.Since(settleStart) < settle {
-		if st, err := procStatus(g.pid()); err != nil || anonBack(st) {
+		if st, err := gatewaytest.Status(g.pid()); err != nil || anonBack(st) {
 			break
 		}
 		if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
@@ -430,10 +418,6 @@ func benchLoad(ctx context.Context, r *report, bin, dir, shm, extraRoot string, 
 		gwRate, minRate, gwRate/minRate, rates[targetSpawn])
 	if tg != nil {
 		r.printf(", gateway with its state on tmpfs %.0f runs/s (ratio to the minimal server %.2f)", rates[targetTmpfs], rates[targetTmpfs]/minRate)
-	}
-	if eg != nil {
-		er := rates["gateway, "+eg.name]
-		r.printf(", gateway with its %s %.0f runs/s (ratio %.2f)", eg.name, er, er/minRate)
 	}
 	r.printf(". Drain included: gateway %.0f runs/s, minimal server %.0f runs/s (ratio %.2f).\n\n",
 		drained[targetGateway], drained[targetMinimal], drained[targetGateway]/drained[targetMinimal])

@@ -27,12 +27,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/execgw/execgw/internal/gatewaytest"
 )
 
 // options are the command-line flags.
@@ -53,10 +54,7 @@ type options struct {
 	streamReps   int
 	coldStarts   int
 	jobstore     bool
-	extraState   string
 	strict       bool
-	gomaxprocs   int
-	gogc         int
 }
 
 // sections in report order; -only takes these names.
@@ -102,9 +100,6 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.streamReps, "stream-reps", 5, "streams per variant (quick: 3)")
 	fs.IntVar(&o.coldStarts, "cold-starts", 10, "measured cold starts (quick: 5)")
 	fs.BoolVar(&o.jobstore, "jobstore", true, "also run go test -bench in internal/jobstore (quick: false)")
-	fs.StringVar(&o.extraState, "extra-state", "", "also measure a gateway whose state_dir is under this directory (another file system, e.g. a journaled ext4 mount) in the overhead, store and load sections")
-	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "run every gateway with GOMAXPROCS set to this (0: the gateway's own choice, twice the CPUs)")
-	fs.IntVar(&o.gogc, "gogc", 0, "run every gateway with GOGC set to this (0: Go's default, 100)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -161,17 +156,11 @@ func run(ctx context.Context, args []string) (err error) {
 	}
 	began := time.Now()
 	raiseFileLimit()
-	if o.gomaxprocs > 0 {
-		gatewayEnv = append(gatewayEnv, "GOMAXPROCS="+strconv.Itoa(o.gomaxprocs))
-	}
-	if o.gogc > 0 {
-		gatewayEnv = append(gatewayEnv, "GOGC="+strconv.Itoa(o.gogc))
-	}
 	progress := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 	}
 
-	modRoot, err := moduleRoot()
+	modRoot, err := gatewaytest.ModuleRoot()
 	if err != nil {
 		return err
 	}
@@ -184,12 +173,10 @@ func run(ctx context.Context, args []string) (err error) {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	bin := filepath.Join(dir, "execgw")
-	progress("go build -o %s ./cmd/execgw", bin)
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/execgw")
-	build.Dir = modRoot
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %v\n%s", err, out)
+	progress("go build ./cmd/execgw")
+	bin, err := gatewaytest.Build(ctx, modRoot, dir, false)
+	if err != nil {
+		return err
 	}
 
 	// Cleanups run in reverse order, on error too.
@@ -218,14 +205,7 @@ func run(ctx context.Context, args []string) (err error) {
 		progress("no tmpfs at /dev/shm: the shares of durability are not measured")
 	}
 	needGateways := o.wants("cancel") || o.wants("overhead") || o.wants("store") || o.wants("stream")
-	var disk, tmpfs, quiet, extra *gateway
-	extraRoot := ""
-	if o.extraState != "" {
-		if extraRoot, err = os.MkdirTemp(o.extraState, "execgw-bench-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(extraRoot)
-	}
+	var disk, tmpfs, quiet *gateway
 	var mini *minimal
 	if needGateways {
 		gwOpts := gatewayOptions{maxConcurrent: 2048, maxQueued: 10000}
@@ -247,14 +227,6 @@ func run(ctx context.Context, args []string) (err error) {
 			}
 			cleanups = append(cleanups, func() { _ = quiet.stop() })
 		}
-		if extraRoot != "" && (o.wants("overhead") || o.wants("store")) {
-			extraOpts := gwOpts
-			extraOpts.stateDir = filepath.Join(extraRoot, "state")
-			if extra, err = startGateway(ctx, bin, filepath.Join(dir, "extra"), "state under "+o.extraState, extraOpts); err != nil {
-				return err
-			}
-			cleanups = append(cleanups, func() { _ = extra.stop() })
-		}
 	}
 	if needGateways || o.wants("load") {
 		if mini, err = startMinimal(nil); err != nil {
@@ -266,7 +238,7 @@ func run(ctx context.Context, args []string) (err error) {
 	// Memory first, while the gateways are fresh.
 	if o.wants("store") {
 		progress("store: %d detached jobs, %d jobs for records/s", o.detached, o.recordJobs)
-		if err := benchStore(ctx, parts["store"], []*gateway{disk, tmpfs, extra}, o.detached, o.recordJobs, 32); err != nil {
+		if err := benchStore(ctx, parts["store"], []*gateway{disk, tmpfs}, o.detached, o.recordJobs, 32); err != nil {
 			return fmt.Errorf("store: %w", err)
 		}
 		if o.jobstore {
@@ -289,7 +261,7 @@ func run(ctx context.Context, args []string) (err error) {
 	}
 	if o.wants("overhead") {
 		progress("per-run overhead: %d runs per variant", o.overheadRuns)
-		if err := benchOverhead(ctx, parts["overhead"], overheadGateways{disk: disk, tmpfs: tmpfs, quiet: quiet, extra: extra, minimal: mini}, o.overheadRuns); err != nil {
+		if err := benchOverhead(ctx, parts["overhead"], overheadGateways{disk: disk, tmpfs: tmpfs, quiet: quiet, minimal: mini}, o.overheadRuns); err != nil {
 			return fmt.Errorf("overhead: %w", err)
 		}
 	}
@@ -300,7 +272,7 @@ func run(ctx context.Context, args []string) (err error) {
 		}
 	}
 	// The other gateways are done: stop them before the load.
-	for _, g := range []*gateway{disk, tmpfs, quiet, extra} {
+	for _, g := range []*gateway{disk, tmpfs, quiet} {
 		if g != nil {
 			if err := g.stop(); err != nil {
 				return fmt.Errorf("gateway %s: %w", g.name, err)
@@ -315,13 +287,13 @@ func run(ctx context.Context, args []string) (err error) {
 	}
 	if o.wants("load") {
 		progress("load: %d clients, %v per target, %d rounds", o.clients, o.loadDuration, o.loadRounds)
-		if err := benchLoad(ctx, parts["load"], bin, dir, shm, extraRoot, mini, o.clients, o.loadDuration, o.settle, o.loadRounds); err != nil {
+		if err := benchLoad(ctx, parts["load"], bin, dir, shm, mini, o.clients, o.loadDuration, o.settle, o.loadRounds); err != nil {
 			return fmt.Errorf("load: %w", err)
 		}
 	}
 
 	containment := "unknown"
-	for _, g := range []*gateway{disk, tmpfs, quiet, extra} {
+	for _, g := range []*gateway{disk, tmpfs, quiet} {
 		if g != nil {
 			containment = startupField(g.logPath, "containment")
 			break
@@ -387,7 +359,7 @@ func cpuModel() string {
 }
 
 func memTotal() string {
-	st, err := procStatusFile("/proc/meminfo")
+	st, err := gatewaytest.StatusFile("/proc/meminfo")
 	if err != nil {
 		return "?"
 	}
@@ -436,19 +408,6 @@ func startupField(logPath, field string) string {
 		}
 	}
 	return "unknown"
-}
-
-// moduleRoot is the directory of the go.mod the benchmark belongs to.
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("run the benchmark inside the execgw module (go run ./bench)")
-	}
-	return filepath.Dir(gomod), nil
 }
 
 // tmpfsDir returns /dev/shm when it is a tmpfs.

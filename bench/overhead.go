@@ -32,7 +32,6 @@ type overheadVariant struct {
 // overheadGateways are the gateways the overhead is measured on.
 type overheadGateways struct {
 	disk, tmpfs, quiet *gateway // as shipped; state on tmpfs; and logs off too
-	extra              *gateway // state on another file system (-extra-state), or nil
 	minimal            *minimal
 }
 
@@ -52,9 +51,6 @@ func benchOverhead(ctx context.Context, r *report, gws overheadGateways, runs in
 		tmpfs = &overheadVariant{name: "gateway, state_dir on tmpfs (file creation and fsync cost next to nothing)", run: httpRun(gws.tmpfs.runTrue), pid: gws.tmpfs.pid()}
 		quiet = &overheadVariant{name: "gateway, state_dir on tmpfs, log level error", run: httpRun(gws.quiet.runTrue), pid: gws.quiet.pid()}
 		variants = append(variants, tmpfs, quiet)
-	}
-	if gws.extra != nil {
-		variants = append(variants, &overheadVariant{name: "gateway, " + gws.extra.name, run: httpRun(gws.extra.runTrue), pid: gws.extra.pid()})
 	}
 
 	for _, v := range variants { // warm-up, not counted

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/execgw/execgw/internal/gatewaytest"
 )
 
 // Store (issue 3): job creation latency (a detached POST answered 202),
@@ -182,7 +184,7 @@ func gatewayMemory(ctx context.Context, g *gateway) (memory, error) {
 	if err != nil {
 		return memory{}, err
 	}
-	st, err := procStatus(g.pid())
+	st, err := gatewaytest.Status(g.pid())
 	if err != nil {
 		return memory{}, err
 	}

@@ -5,8 +5,6 @@ package main
 // signals and real processes, as an operator's client would.
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,15 +12,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/execgw/execgw/internal/gatewaytest"
 )
 
 var buildDir string
@@ -67,16 +64,11 @@ func builtBinary(t testing.TB, race bool) string {
 	t.Helper()
 	b := builds[race]
 	b.once.Do(func() {
-		name, args := "execgw", []string{"build"}
-		if race {
-			name, args = "execgw-race", append(args, "-race")
+		root, err := gatewaytest.ModuleRoot()
+		if err == nil {
+			b.path, err = gatewaytest.Build(context.Background(), root, buildDir, race)
 		}
-		b.path = filepath.Join(buildDir, name)
-		args = append(args, "-o", b.path, ".")
-		out, err := exec.Command("go", args...).CombinedOutput()
-		if err != nil {
-			b.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
+		b.err = err
 	})
 	if b.err != nil {
 		t.Fatal(b.err)
@@ -84,15 +76,15 @@ func builtBinary(t testing.TB, race bool) string {
 	return b.path
 }
 
-// gateway is one running execgw process.
+// gateway is one running execgw process, failing its test on any error.
 type gateway struct {
 	t        testing.TB
+	proc     *gatewaytest.Gateway
 	cmd      *exec.Cmd
 	URL      string
 	Dir      string // holds config.yaml and the state dir
-	log      *logBuffer
-	exited   chan struct{}
-	exitErr  error
+	log      logBuffer
+	exited   <-chan struct{}
 	stopOnce sync.Once
 }
 
@@ -126,40 +118,26 @@ func startGateway(t testing.TB, config string, opts ...gatewayOptions) *gateway 
 	if listen == "" {
 		listen = "127.0.0.1:0"
 	}
-	full := "listen: " + listen + "\nstate_dir: ./state\nlog: {level: debug, format: json}\n" + config
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(full), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	bin := o.bin
 	if bin == "" {
 		bin = binary(t)
 	}
-	cmd := exec.Command(bin, "serve", "--config", path)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, o.env...)
-	g := &gateway{t: t, cmd: cmd, URL: o.url, Dir: dir, log: newLogBuffer(), exited: make(chan struct{})}
-	cmd.Stderr = g.log
-	cmd.Stdout = g.log
-	if o.extra != nil {
-		o.extra(cmd)
-	}
-	if err := cmd.Start(); err != nil {
+	proc, err := gatewaytest.Start(gatewaytest.Options{
+		Bin:     bin,
+		Dir:     dir,
+		Config:  "listen: " + listen + "\nstate_dir: ./state\nlog: {level: debug, format: json}\n" + config,
+		Env:     o.env,
+		Prepare: o.extra,
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { // exits when the gateway process does
-		g.exitErr = cmd.Wait()
-		close(g.exited)
-	}()
+	g := &gateway{t: t, proc: proc, cmd: proc.Cmd, URL: o.url, Dir: dir, log: logBuffer{proc.Log}, exited: proc.Exited()}
 	t.Cleanup(g.kill)
 	if g.URL == "" {
-		addr := g.waitLog(`"message":"serving"`, 20*time.Second)
-		var line struct {
-			Listen string `json:"listen"`
+		if g.URL, err = proc.ServingURL(context.Background(), 20*time.Second); err != nil {
+			t.Fatalf("%v; log:\n%s", err, g.log.String())
 		}
-		if err := json.Unmarshal([]byte(addr), &line); err != nil {
-			t.Fatalf("serving line %q: %v", addr, err)
-		}
-		g.URL = "http://" + line.Listen
 	}
 	return g
 }
@@ -167,22 +145,11 @@ func startGateway(t testing.TB, config string, opts ...gatewayOptions) *gateway 
 // waitLog waits for a log line containing substr and returns it.
 func (g *gateway) waitLog(substr string, timeout time.Duration) string {
 	g.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if line := g.log.find(substr); line != "" {
-			return line
-		}
-		select {
-		case <-g.exited:
-			if line := g.log.find(substr); line != "" {
-				return line
-			}
-			g.t.Fatalf("gateway exited (%v) before logging %q; log:\n%s", g.exitErr, substr, g.log.String())
-		case <-time.After(10 * time.Millisecond):
-		}
+	line, err := g.proc.WaitLog(context.Background(), substr, timeout)
+	if err != nil {
+		g.t.Fatalf("%v; log:\n%s", err, g.log.String())
 	}
-	g.t.Fatalf("no log line with %q after %v; log:\n%s", substr, timeout, g.log.String())
-	return ""
+	return line
 }
 
 // stop sends SIGTERM and waits for a clean exit.
@@ -196,31 +163,15 @@ func (g *gateway) stop() {
 
 func (g *gateway) signal(sig syscall.Signal) {
 	g.t.Helper()
-	if err := g.cmd.Process.Signal(sig); err != nil {
+	if err := g.proc.Signal(sig); err != nil {
 		g.t.Fatalf("signal gateway: %v", err)
 	}
 }
 
 // wait waits for the gateway to exit and returns its exit error.
-func (g *gateway) wait(timeout time.Duration) error {
-	select {
-	case <-g.exited:
-		return g.exitErr
-	case <-time.After(timeout):
-		return fmt.Errorf("still running after %v", timeout)
-	}
-}
+func (g *gateway) wait(timeout time.Duration) error { return g.proc.Wait(timeout) }
 
-func (g *gateway) kill() {
-	g.stopOnce.Do(func() {
-		select {
-		case <-g.exited:
-		default:
-			_ = g.cmd.Process.Kill()
-			<-g.exited
-		}
-	})
-}
+func (g *gateway) kill() { g.stopOnce.Do(g.proc.Kill) }
 
 // doInBackground sends a request from a goroutine of its own, which
 // exits when the response has come or ctx is canceled; the channel gets
@@ -331,82 +282,20 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// groupMembers lists the pids whose process group is pgid.
+// groupMembers lists the pids of the live members of process group pgid.
 func groupMembers(pgid int) []int {
-	entries, _ := os.ReadDir("/proc")
 	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// Fields after the command name, which may hold spaces and ')'.
-		rest := string(stat[bytes.LastIndexByte(stat, ')')+2:])
-		f := strings.Fields(rest)
-		// f[0] state, f[1] ppid, f[2] pgrp
-		if len(f) > 2 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" {
-			pids = append(pids, pid)
-		}
+	for _, p := range gatewaytest.GroupMembers(pgid) {
+		pids = append(pids, p.Pid)
 	}
 	return pids
 }
 
 // alive reports whether pid exists and is not a zombie.
-func alive(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	rest := string(stat[bytes.LastIndexByte(stat, ')')+2:])
-	return !strings.HasPrefix(rest, "Z") && !strings.HasPrefix(rest, "X")
-}
+func alive(pid int) bool { return gatewaytest.Alive(pid) }
 
-// logBuffer collects the gateway's log lines safely across goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+// logBuffer is the gateway's log, as the tests read it.
+type logBuffer struct{ *gatewaytest.Log }
 
-func newLogBuffer() *logBuffer { return &logBuffer{} }
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *logBuffer) find(substr string) string {
-	sc := bufio.NewScanner(strings.NewReader(l.String()))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), substr) {
-			return sc.Text()
-		}
-	}
-	return ""
-}
-
-// lines returns every log line containing all of substrs.
-func (l *logBuffer) lines(substrs ...string) []string {
-	var out []string
-	for line := range strings.SplitSeq(l.String(), "\n") {
-		ok := true
-		for _, s := range substrs {
-			ok = ok && strings.Contains(line, s)
-		}
-		if ok && line != "" {
-			out = append(out, line)
-		}
-	}
-	return out
-}
+func (l logBuffer) find(substr string) string        { return l.Find(substr) }
+func (l logBuffer) lines(substrs ...string) []string { return l.Lines(substrs...) }
