@@ -1,0 +1,102 @@
+package cluster
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/execgw/execgw/internal/redistest"
+)
+
+func join(t *testing.T, srv *redistest.Server, name string, timeout time.Duration) *Nodes {
+	t.Helper()
+	n, err := JoinCluster(context.Background(), NodesOptions{
+		Client: newClient(t, srv), Prefix: "test", Name: name, Timeout: timeout,
+		Log: zerolog.New(zerolog.NewTestWriter(t)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Leave(context.Background()) })
+	return n
+}
+
+func sorted(names []string, err error) []string {
+	if err != nil {
+		return []string{"error: " + err.Error()}
+	}
+	slices.Sort(names)
+	return names
+}
+
+func TestNodesAliveAndDead(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	const timeout = 600 * time.Millisecond
+	a, b := join(t, srv, "a", timeout), join(t, srv, "b", timeout)
+	if got := sorted(a.Alive(ctx)); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("Alive = %v, want [a b]", got)
+	}
+	// b stops beating without leaving, as a killed gateway does.
+	b.stop()
+	b.wg.Wait()
+	time.Sleep(timeout + 200*time.Millisecond)
+	if got := sorted(a.Alive(ctx)); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("Alive after b went silent = %v, want [a]", got)
+	}
+	if got := sorted(a.Dead(ctx)); !slices.Equal(got, []string{"b"}) {
+		t.Errorf("Dead after b went silent = %v, want [b]", got)
+	}
+	if err := a.Forget(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := sorted(a.Dead(ctx)); len(got) != 0 {
+		t.Errorf("Dead after Forget = %v, want none", got)
+	}
+	// A node that leaves is gone at once.
+	c := join(t, srv, "c", timeout)
+	if err := c.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := sorted(a.Alive(ctx)); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("Alive after c left = %v, want [a]", got)
+	}
+}
+
+func TestNodesCutOff(t *testing.T) {
+	srv := redistest.Start(t)
+	const timeout = 600 * time.Millisecond
+	n := join(t, srv, "a", timeout)
+	if n.CutOff() {
+		t.Fatal("CutOff right after joining")
+	}
+	srv.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for !n.CutOff() {
+		if time.Now().After(deadline) {
+			t.Fatal("not CutOff 10 s after Redis stopped")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	srv.Start()
+	deadline = time.Now().Add(10 * time.Second)
+	for n.CutOff() {
+		if time.Now().After(deadline) {
+			t.Fatal("still CutOff 10 s after Redis came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestJoinClusterWithoutRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := newClient(t, srv)
+	srv.Stop()
+	_, err := JoinCluster(context.Background(), NodesOptions{Client: rdb, Prefix: "test", Name: "a", Timeout: time.Second})
+	if err == nil {
+		t.Fatal("JoinCluster with Redis stopped = nil error")
+	}
+}
