@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -35,21 +36,38 @@ func NewStore(rdb *redis.Client, prefix string) *Store {
 // Close does nothing: the client belongs to the caller.
 func (s *Store) Close() error { return nil }
 
+// The scripts that write records share record.lua.
 var (
+	//go:embed lua/record.lua
+	recordLua string
 	//go:embed lua/put.lua
-	putLua    string
-	putScript = redis.NewScript(putLua)
+	putLua string
 	//go:embed lua/delete.lua
-	deleteLua    string
-	deleteScript = redis.NewScript(deleteLua)
+	deleteLua string
 	//go:embed lua/list.lua
-	listLua    string
-	listScript = redis.NewScript(listLua)
+	listLua string
+
+	putScript    = redis.NewScript(recordLua + putLua)
+	deleteScript = redis.NewScript(deleteLua)
+	listScript   = redis.NewScript(listLua)
 )
 
-// Put creates or replaces the record and its index entries at once. With
-// the append-only file on and fsync always, it is durable when Put returns.
+// ErrFenced means a write came from a gateway that no longer holds the
+// job's lease: the cluster gave the job to another, or recorded it
+// interrupted, while the writer was cut off.
+var ErrFenced = errors.New("the job's record has another lease")
+
+// Put creates or replaces a record that has no lease, and its index
+// entries, at once. With the append-only file on and fsync always, it is
+// durable when Put returns.
 func (s *Store) Put(ctx context.Context, rec jobs.Record) error {
+	return s.PutLeased(ctx, rec, "", "", "")
+}
+
+// PutLeased is Put for the holder of the record's lease expect: the record
+// then has lease, and runs on node. A writer that does not hold the
+// stored lease gets ErrFenced and writes nothing.
+func (s *Store) PutLeased(ctx context.Context, rec jobs.Record, expect, lease, node string) error {
 	if !validID(rec.ID) {
 		return fmt.Errorf("put job %q: invalid id", rec.ID)
 	}
@@ -61,8 +79,11 @@ func (s *Store) Put(ctx context.Context, rec jobs.Record) error {
 	if rec.State.Ended() {
 		ended = endedMember(rec)
 	}
-	err = putScript.Run(ctx, s.rdb, nil, s.prefix, rec.ID, val, string(rec.State), rec.Command, rec.Owner, ended).Err()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	err = putScript.Run(ctx, s.rdb, nil, s.prefix, rec.ID, val, string(rec.State), rec.Command, rec.Owner, ended, expect, lease, node).Err()
+	switch {
+	case hasErrorCode(err, "FENCED"):
+		return fmt.Errorf("put job %s: %w", rec.ID, ErrFenced)
+	case err != nil:
 		return fmt.Errorf("put job %s: %w", rec.ID, err)
 	}
 	return nil
@@ -200,4 +221,11 @@ func decodeRecord(val []byte) (jobs.Record, error) {
 		return jobs.Record{}, fmt.Errorf("decode job record: %w", err)
 	}
 	return rec, nil
+}
+
+// hasErrorCode reports whether err is a script's error reply with the
+// given code (its first word).
+func hasErrorCode(err error, code string) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), code+" ")
 }

@@ -1,0 +1,270 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/execgw/execgw/internal/jobs"
+	"github.com/execgw/execgw/internal/jobs/storetest"
+	"github.com/execgw/execgw/internal/redistest"
+)
+
+// queueFixture is a queue and a store of one cluster on a fresh Redis.
+func queueFixture(t *testing.T, maxQueued int) (*Queue, *Store) {
+	t.Helper()
+	rdb := newClient(t, redistest.Start(t))
+	return NewQueue(rdb, "test", maxQueued), NewStore(rdb, "test")
+}
+
+func queued(i int, cmd string) jobs.Record {
+	return jobs.Record{ID: storetest.ID(i), Command: cmd, State: jobs.Queued, CreatedAt: storetest.Base}
+}
+
+func mustEnqueue(t *testing.T, q *Queue, recs ...jobs.Record) {
+	t.Helper()
+	for _, rec := range recs {
+		if err := q.Enqueue(context.Background(), rec); err != nil {
+			t.Fatalf("Enqueue(%s) = %v", rec.ID, err)
+		}
+	}
+}
+
+// take takes one job for node and returns its id ("" for none).
+func take(t *testing.T, q *Queue, node string, limits map[string]int) (string, string) {
+	t.Helper()
+	rec, lease, ok, err := q.Take(context.Background(), node, limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ok {
+		return "", ""
+	}
+	return rec.ID, lease
+}
+
+func TestQueueFIFOAndLimits(t *testing.T) {
+	ctx := context.Background()
+	q, s := queueFixture(t, 100)
+	mustEnqueue(t, q, queued(1, "backup"), queued(2, "backup"), queued(3, "dd"), queued(4, "convert"))
+	if rec, err := s.Get(ctx, storetest.ID(1)); err != nil || rec.State != jobs.Queued {
+		t.Fatalf("the queued record: %+v, %v", rec, err)
+	}
+	limits := map[string]int{"backup": 1, "dd": 0}
+	// The oldest first; the second backup waits for the first's slot; a
+	// node that may not run convert never takes it.
+	if id, _ := take(t, q, "a", limits); id != storetest.ID(1) {
+		t.Fatalf("first take = %s, want %s", id, storetest.ID(1))
+	}
+	if id, _ := take(t, q, "b", limits); id != storetest.ID(3) {
+		t.Fatalf("second take = %s, want %s (backup is at its limit)", id, storetest.ID(3))
+	}
+	if id, _ := take(t, q, "b", limits); id != "" {
+		t.Fatalf("third take = %s, want none", id)
+	}
+	if n, _ := q.Len(ctx); n != 2 {
+		t.Errorf("Len = %d, want 2", n)
+	}
+	// The first backup ends (stored by its node, with its lease): its slot
+	// is free, and the second backup can be taken.
+	if id, _ := take(t, q, "a", map[string]int{"convert": 0}); id != storetest.ID(4) {
+		t.Fatalf("take of convert = %s", id)
+	}
+	if id, _ := take(t, q, "b", limits); id != "" {
+		t.Fatalf("take with backup still running = %s, want none", id)
+	}
+}
+
+func TestQueueSlotFreedByEnd(t *testing.T) {
+	ctx := context.Background()
+	q, s := queueFixture(t, 100)
+	mustEnqueue(t, q, queued(1, "backup"), queued(2, "backup"))
+	limits := map[string]int{"backup": 1}
+	rec, lease, _, err := q.Take(ctx, "a", limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.State, rec.StartedAt = jobs.Running, storetest.Base
+	if err := s.PutLeased(ctx, rec, lease, lease, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := take(t, q, "b", limits); id != "" {
+		t.Fatalf("take while backup runs = %s", id)
+	}
+	rec.State, rec.EndedAt = jobs.Succeeded, storetest.Base.Add(time.Second)
+	if err := s.PutLeased(ctx, rec, lease, lease, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := q.InUse(ctx, "backup"); n != 0 {
+		t.Fatalf("slots of backup in use after it ended: %d", n)
+	}
+	if id, _ := take(t, q, "b", limits); id != storetest.ID(2) {
+		t.Fatalf("take after backup ended = %s, want %s", id, storetest.ID(2))
+	}
+}
+
+func TestQueueFull(t *testing.T) {
+	q, _ := queueFixture(t, 2)
+	mustEnqueue(t, q, queued(1, "dd"), queued(2, "dd"))
+	if err := q.Enqueue(context.Background(), queued(3, "dd")); !errors.Is(err, jobs.ErrQueueFull) {
+		t.Fatalf("third Enqueue = %v, want ErrQueueFull", err)
+	}
+	take(t, q, "a", map[string]int{"dd": 0})
+	mustEnqueue(t, q, queued(3, "dd"))
+	if err := q.Enqueue(context.Background(), queued(3, "dd")); err == nil {
+		t.Fatal("Enqueue of an existing job = nil error")
+	}
+}
+
+// Every job is taken exactly once, however many gateways take at once.
+func TestQueueTakenOnce(t *testing.T) {
+	q, _ := queueFixture(t, 1000)
+	const n, takers = 200, 8
+	ofB := 0
+	for i := range n {
+		cmd := []string{"a", "b", "c"}[i%3]
+		if cmd == "b" {
+			ofB++
+		}
+		mustEnqueue(t, q, queued(i, cmd))
+	}
+	limits := map[string]int{"a": 0, "b": 2, "c": 0}
+	var (
+		mu    sync.Mutex
+		taken = map[string]string{}
+		wg    sync.WaitGroup
+		errs  = make(chan error, takers)
+	)
+	for w := range takers {
+		wg.Add(1)
+		go func() { // exits when the queue has nothing more for it
+			defer wg.Done()
+			node := fmt.Sprint("node", w)
+			for {
+				rec, _, ok, err := q.Take(context.Background(), node, limits)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !ok {
+					return
+				}
+				mu.Lock()
+				if other, dup := taken[rec.ID]; dup {
+					errs <- fmt.Errorf("%s taken by %s and %s", rec.ID, other, node)
+				}
+				taken[rec.ID] = node
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Command b holds 2 slots (its jobs never end here); the rest all went.
+	wantTaken := n - (ofB - 2)
+	if len(taken) != wantTaken {
+		t.Errorf("%d jobs taken, want %d", len(taken), wantTaken)
+	}
+}
+
+func TestQueueUnqueue(t *testing.T) {
+	ctx := context.Background()
+	q, s := queueFixture(t, 100)
+	mustEnqueue(t, q, queued(1, "dd"), queued(2, "dd"))
+	take(t, q, "a", map[string]int{"dd": 0}) // takes 1
+	for _, tc := range []struct {
+		id   string
+		want bool
+	}{{storetest.ID(2), true}, {storetest.ID(1), false}, {storetest.ID(2), false}} {
+		rec, err := s.Get(ctx, tc.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.State, rec.CancelReason, rec.EndedAt = jobs.Canceled, jobs.ReasonUser, storetest.Base.Add(time.Second)
+		got, err := q.Unqueue(ctx, rec)
+		if err != nil || got != tc.want {
+			t.Errorf("Unqueue(%s) = %v, %v; want %v", tc.id, got, err, tc.want)
+		}
+	}
+	if rec, _ := s.Get(ctx, storetest.ID(2)); rec.State != jobs.Canceled {
+		t.Errorf("unqueued job: %s, want canceled", rec.State)
+	}
+	if rec, _ := s.Get(ctx, storetest.ID(1)); rec.State != jobs.Queued {
+		t.Errorf("taken job after a refused Unqueue: %s, want still queued (its node owns it)", rec.State)
+	}
+	if n, _ := q.Len(ctx); n != 0 {
+		t.Errorf("Len = %d, want 0", n)
+	}
+}
+
+// A node that dies after taking jobs: those not started go back to the
+// queue, in their order; a started one stays its node's (recovery records
+// it interrupted).
+func TestQueueRequeue(t *testing.T) {
+	ctx := context.Background()
+	q, s := queueFixture(t, 100)
+	mustEnqueue(t, q, queued(1, "backup"), queued(2, "dd"), queued(3, "dd"))
+	limits := map[string]int{"backup": 1, "dd": 0}
+	id1, _ := take(t, q, "dead", limits)
+	_, lease2 := take(t, q, "dead", limits)
+	rec2, _ := s.Get(ctx, storetest.ID(2))
+	rec2.State = jobs.Running
+	if err := s.PutLeased(ctx, rec2, lease2, lease2, "dead"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := q.Requeue(ctx, "dead"); err != nil || n != 1 {
+		t.Fatalf("Requeue = %d, %v; want 1", n, err)
+	}
+	var order []string
+	for {
+		id, _ := take(t, q, "b", limits)
+		if id == "" {
+			break
+		}
+		order = append(order, id)
+	}
+	if want := []string{id1, storetest.ID(3)}; !slices.Equal(order, want) {
+		t.Errorf("taken after requeue: %v, want %v", order, want)
+	}
+}
+
+// A gateway that lost its lease writes nothing: the record the cluster
+// wrote meanwhile stays.
+func TestStoreFencing(t *testing.T) {
+	ctx := context.Background()
+	q, s := queueFixture(t, 100)
+	mustEnqueue(t, q, queued(1, "dd"))
+	rec, lease, _, err := q.Take(ctx, "a", map[string]int{"dd": 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.State = jobs.Running
+	if err := s.PutLeased(ctx, rec, lease, lease, "a"); err != nil {
+		t.Fatal(err)
+	}
+	// Another node records it interrupted, under a lease of its own.
+	interrupted := rec
+	interrupted.State, interrupted.EndedAt = jobs.Interrupted, storetest.Base.Add(time.Minute)
+	if err := s.PutLeased(ctx, interrupted, lease, newLease(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	// The cut-off node comes back with its stale view.
+	stale := rec
+	stale.State, stale.EndedAt = jobs.Succeeded, storetest.Base.Add(2*time.Minute)
+	if err := s.PutLeased(ctx, stale, lease, lease, "a"); !errors.Is(err, ErrFenced) {
+		t.Fatalf("stale write = %v, want ErrFenced", err)
+	}
+	if err := s.Put(ctx, stale); !errors.Is(err, ErrFenced) {
+		t.Fatalf("write without a lease = %v, want ErrFenced", err)
+	}
+	if got, _ := s.Get(ctx, rec.ID); got.State != jobs.Interrupted {
+		t.Fatalf("record after the stale write: %s, want interrupted", got.State)
+	}
+}
