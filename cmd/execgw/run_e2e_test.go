@@ -45,8 +45,8 @@ commands:
 // TestQueuedBoundRunClientGivesUp: with the one slot busy, a bound run
 // whose client gives up while it waits leaves the queue at once, ends
 // canceled (client_disconnected), never starts its process, and its
-// request is logged as 499; for a stdin: body run, whose body the process
-// has not read yet, as for any other.
+// request is logged as 499 (a stream's, begun, as 200); for a stdin: body
+// run, whose body the process has not read yet, as for any other.
 func TestQueuedBoundRunClientGivesUp(t *testing.T) {
 	curl, err := exec.LookPath("curl")
 	if err != nil {
@@ -60,9 +60,13 @@ func TestQueuedBoundRunClientGivesUp(t *testing.T) {
 			name    string
 			command string
 			args    []string // curl's arguments sending the body
+			status  string   // of the request's log line
 		}{
-			{"stdin body", "mark", []string{"--data-binary", "input that nobody reads yet"}},
-			{"JSON params", "note", []string{"-H", "Content-Type: application/json", "--data-binary", `{"params": {"secs": 0}}`}},
+			{"stdin body", "mark", []string{"--data-binary", "input that nobody reads yet"}, "499"},
+			{"JSON params", "note", []string{"-H", "Content-Type: application/json", "--data-binary", `{"params": {"secs": 0}}`}, "499"},
+			// A stream begins (200) before the job starts, so that the
+			// client knows its job id.
+			{"stdin body raw stream", "mark", []string{"-H", "Accept: application/octet-stream", "--data-binary", "input"}, "200"},
 		} {
 			t.Run(limit.name+"/"+run.name, func(t *testing.T) {
 				work := t.TempDir()
@@ -107,8 +111,8 @@ func TestQueuedBoundRunClientGivesUp(t *testing.T) {
 					t.Errorf("the blocker's marker: %v (is the test's marker wrong?)", err)
 				}
 				lines := g.log.lines(`"message":"request"`, `"job_id":"`+queued.JobID+`"`)
-				if len(lines) != 1 || !strings.Contains(lines[0], `"status":499`) {
-					t.Errorf("request lines of the waiter %q, want one with status 499", lines)
+				if len(lines) != 1 || !strings.Contains(lines[0], `"status":`+run.status+`,`) {
+					t.Errorf("request lines of the waiter %q, want one with status %s", lines, run.status)
 				}
 			})
 		}
