@@ -1,7 +1,8 @@
 // Command bench measures execgw against the targets of its issues and
 // prints a Markdown report: cancel latency and per-run overhead (issue 2),
 // the job store (issue 3), stream throughput (issue 4), cold start under
-// socket activation (issue 5) and load with 1000 clients (issue 6).
+// socket activation (issue 5), load with 1000 clients (issue 6) and the
+// memory of bound JSON runs (issue 13).
 //
 //	go run ./bench              # the full run, several minutes
 //	go run ./bench -quick       # a CI-sized run, under a minute
@@ -58,7 +59,7 @@ type options struct {
 }
 
 // sections in report order; -only takes these names.
-var sections = []string{"cancel", "overhead", "store", "stream", "coldstart", "load"}
+var sections = []string{"cancel", "overhead", "store", "stream", "coldstart", "load", "jsonmem"}
 
 func main() {
 	if len(os.Args) == 2 && os.Args[1] == "-minimal-server" {
@@ -289,6 +290,13 @@ func run(ctx context.Context, args []string) (err error) {
 		progress("load: %d clients, %v per target, %d rounds", o.clients, o.loadDuration, o.loadRounds)
 		if err := benchLoad(ctx, parts["load"], bin, dir, shm, mini, o.clients, o.loadDuration, o.settle, o.loadRounds); err != nil {
 			return fmt.Errorf("load: %w", err)
+		}
+	}
+
+	if o.wants("jsonmem") {
+		progress("jsonmem: bound JSON runs of 16 MiB, %v at once", jsonMemLevels)
+		if err := benchJSONMemory(ctx, parts["jsonmem"], bin, dir); err != nil {
+			return fmt.Errorf("jsonmem: %w", err)
 		}
 	}
 

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/execgw/execgw/internal/jobs"
 )
 
 // streamWriteTimeout bounds each write of a stream: a client that stops
@@ -118,6 +120,21 @@ func (s *streamWriter) finish() {
 	if s.err == nil {
 		_ = s.rc.SetWriteDeadline(time.Time{})
 	}
+}
+
+func setSSEHeaders(h http.Header) {
+	h.Set("Content-Type", contentTypeSSE)
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+}
+
+// sendExit sends the exit event, the job's record.
+func sendExit(sse *sseWriter, rec jobs.Record) error {
+	data, err := rec.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	return sse.event("exit", string(data))
 }
 
 // sseWriter writes Server-Sent Events onto a streamWriter.
