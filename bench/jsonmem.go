@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/execgw/execgw/internal/gatewaytest"
 )
 
 // Memory of bound JSON runs (issue 13): N clients at once each ask for a
@@ -146,7 +148,7 @@ func jsonMemLevel(ctx context.Context, bin, dir string, v jsonMemVariant, n int)
 	if err := g.runTrue(ctx, g.client); err != nil {
 		return res, fmt.Errorf("warm-up: %w", err)
 	}
-	st, err := procStatus(g.pid())
+	st, err := gatewaytest.Status(g.pid())
 	if err != nil {
 		return res, err
 	}
@@ -166,9 +168,9 @@ func jsonMemLevel(ctx context.Context, bin, dir string, v jsonMemVariant, n int)
 				return
 			case <-tick.C:
 			}
-			if st, err := procStatus(g.pid()); err == nil && st["VmRSS"]<<10 > jsonMemCap {
+			if st, err := gatewaytest.Status(g.pid()); err == nil && st["VmRSS"]<<10 > jsonMemCap {
 				overCap.Store(true)
-				_ = g.cmd.Process.Signal(syscall.SIGKILL)
+				_ = g.proc.Signal(syscall.SIGKILL)
 				cancel()
 				return
 			}
@@ -200,7 +202,7 @@ func jsonMemLevel(ctx context.Context, bin, dir string, v jsonMemVariant, n int)
 			return res, fmt.Errorf("run %d: %w", i, err)
 		}
 	}
-	if st, err = procStatus(g.pid()); err != nil {
+	if st, err = gatewaytest.Status(g.pid()); err != nil {
 		return res, err
 	}
 	res.peakHWM, res.afterRSS = st["VmHWM"]<<10, st["VmRSS"]<<10
