@@ -7,6 +7,7 @@ package jobs_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -41,6 +42,7 @@ type env struct {
 	store  *jobstore.Bolt
 	output *jobstore.Files
 	reg    *jobs.Registry
+	logs   *syncBuffer // the registry's log lines, JSON
 }
 
 func defaultLimits() jobs.Limits {
@@ -79,10 +81,11 @@ func openStores(t *testing.T, dir string) *env {
 // Cleanup) shuts it down.
 func (e *env) start(limits jobs.Limits) {
 	e.t.Helper()
+	e.logs = &syncBuffer{}
 	e.reg = jobs.New(jobs.Options{
 		Store:  e.store,
 		Output: e.output,
-		Log:    zerolog.New(zerolog.NewTestWriter(e.t)),
+		Log:    zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(e.t), e.logs)),
 		Limits: limits,
 	})
 	e.t.Cleanup(func() {
@@ -274,6 +277,25 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// logLines returns the registry's log lines whose message is msg, decoded.
+func (e *env) logLines(msg string) []map[string]any {
+	e.t.Helper()
+	var lines []map[string]any
+	for _, l := range strings.Split(e.logs.String(), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			e.t.Fatalf("log line %q: %v", l, err)
+		}
+		if m["message"] == msg {
+			lines = append(lines, m)
+		}
+	}
+	return lines
 }
 
 func isNotFound(err error) bool { return errors.Is(err, jobs.ErrNotFound) }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/execgw/execgw/internal/cgroup"
 	"github.com/execgw/execgw/internal/config"
+	"github.com/execgw/execgw/internal/logkey"
 	"github.com/execgw/execgw/internal/runner"
 )
 
@@ -87,6 +88,20 @@ func (j *Job) requestStop(s stop) {
 		j.stopWhy = s
 		close(j.stopReq)
 	})
+}
+
+// outputFailed records and logs that storing stream s failed; each sink
+// calls it at most once. The first failure of the job names the cause.
+func (j *Job) outputFailed(s Stream, err error) {
+	j.mu.Lock()
+	if j.rec.OutputError == "" {
+		j.rec.OutputError = storeErrorMessage(s, err)
+	}
+	state := j.rec.State
+	j.mu.Unlock()
+	log := j.reg.jobLog(j)
+	log.Error().Err(err).Str(logkey.Stream, string(s)).Str(logkey.State, string(state)).
+		Msg("job output not stored")
 }
 
 // outputWritten wakes the followers of the job's stored output.

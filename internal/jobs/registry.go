@@ -173,15 +173,15 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 		return nil, err
 	}
 	if j.stderr, err = r.newSink(j, Stderr, req.Stderr, req.KeepOutput); err != nil {
-		_ = j.stdout.close()
+		j.stdout.close()
 		return nil, err
 	}
 
 	r.mu.Lock()
 	if err := r.admitLocked(j); err != nil {
 		r.mu.Unlock()
-		_ = j.stdout.close()
-		_ = j.stderr.close()
+		j.stdout.close()
+		j.stderr.close()
 		_ = r.output.Remove(j.rec.ID)
 		return nil, err
 	}
@@ -203,8 +203,8 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 			r.mu.Unlock()
 			r.jobsWG.Done()
 			r.activity.End()
-			_ = j.stdout.close()
-			_ = j.stderr.close()
+			j.stdout.close()
+			j.stderr.close()
 			_ = r.output.Remove(j.rec.ID)
 			return nil, fmt.Errorf("store new job: %w", err)
 		}
@@ -306,7 +306,14 @@ func (r *Registry) newSink(j *Job, s Stream, live io.Writer, keep int64) (*sink,
 	if keep > 0 {
 		memMax = keep
 	}
-	return &sink{file: f, limit: r.limits.OutputLimit, live: live, wrote: j.outputWritten, memMax: memMax}, nil
+	return &sink{
+		file:   f,
+		limit:  r.limits.OutputLimit,
+		live:   live,
+		wrote:  j.outputWritten,
+		failed: func(err error) { j.outputFailed(s, err) },
+		memMax: memMax,
+	}, nil
 }
 
 func (r *Registry) jobLog(j *Job) zerolog.Logger {
@@ -417,14 +424,11 @@ func (j *Job) supervise(log zerolog.Logger, argv []string, started bool) {
 // finish stores the final record, gives back the slot and closes done.
 func (j *Job) finish(log zerolog.Logger, res runner.Result) {
 	r := j.reg
-	stdoutErr := j.stdout.close()
-	stderrErr := j.stderr.close()
+	j.stdout.close()
+	j.stderr.close()
 	if c, ok := j.stdin.(io.Closer); ok {
 		// The process is gone: nothing reads it any more.
 		_ = c.Close()
-	}
-	if err := errors.Join(stdoutErr, stderrErr); err != nil {
-		log.Error().Err(err).Msg("store job output")
 	}
 
 	j.mu.Lock()
@@ -500,6 +504,9 @@ func logEnd(log zerolog.Logger, rec Record) {
 	}
 	if rec.Limit != "" {
 		ev = ev.Str(logkey.Limit, rec.Limit)
+	}
+	if rec.OutputError != "" {
+		ev = ev.Str(logkey.OutputError, rec.OutputError)
 	}
 	if rec.MemoryPeak > 0 {
 		ev = ev.Int64(logkey.MemoryPeak, rec.MemoryPeak)
