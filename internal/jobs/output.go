@@ -23,7 +23,7 @@ type sink struct {
 	truncated bool
 	storeErr  error
 	live      io.Writer
-	wrote     func() // wakes followers of the stored output
+	wrote     func()      // wakes followers of the stored output
 	failed    func(error) // told the first storage error, outside mu
 	// mem repeats the stored bytes in memory while they number at most
 	// memMax, so that a bound run can answer without reading the file
