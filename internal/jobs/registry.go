@@ -208,7 +208,7 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 			_ = r.output.Remove(j.rec.ID)
 			return nil, fmt.Errorf("store new job: %w", err)
 		}
-		log.Info().Msg("job queued")
+		log.Info().Str(logkey.State, string(Queued)).Msg("job queued")
 	} else {
 		j.start(log, req.Invocation.Argv)
 	}
@@ -328,14 +328,16 @@ func (r *Registry) jobLog(j *Job) zerolog.Logger {
 // A process that cannot start ends the job as failed.
 func (j *Job) start(log zerolog.Logger, argv []string) {
 	spec := runner.Spec{
-		Argv:       argv,
-		Dir:        j.cmd.Dir,
-		Env:        j.cmd.Environ(),
-		Stdin:      j.stdin,
-		Stdout:     j.stdout,
-		Stderr:     j.stderr,
-		KillGrace:  j.cmd.KillGrace,
-		Log:        log,
+		Argv:      argv,
+		Dir:       j.cmd.Dir,
+		Env:       j.cmd.Environ(),
+		Stdin:     j.stdin,
+		Stdout:    j.stdout,
+		Stderr:    j.stderr,
+		KillGrace: j.cmd.KillGrace,
+		// The runner logs only about a started process: the escalations
+		// of a running job.
+		Log:        log.With().Str(logkey.State, string(Running)).Logger(),
 		Credential: credential(j.cmd),
 		Umask:      j.cmd.Umask,
 		Rlimits:    rlimits(j.cmd),
@@ -358,7 +360,8 @@ func (j *Job) start(log zerolog.Logger, argv []string) {
 	if err != nil {
 		j.mu.Unlock()
 		j.releaseCgroup(log)
-		log.Error().Err(err).Msg("job could not start")
+		// The job ends failed; "job ended" follows.
+		log.Error().Err(err).Str(logkey.State, string(Failed)).Msg("job could not start")
 		return
 	}
 	j.proc = proc
@@ -371,6 +374,7 @@ func (j *Job) start(log zerolog.Logger, argv []string) {
 	j.mu.Unlock()
 
 	j.reg.metrics.started.WithLabelValues(rec.Command).Inc()
+	log = log.With().Str(logkey.State, string(Running)).Logger()
 	log.Info().Int(logkey.Pid, rec.Pid).Msg("job started")
 	if err := j.reg.store.Put(context.Background(), rec); err != nil {
 		// The process runs on and its end will be stored; only a crash
@@ -472,7 +476,7 @@ func (j *Job) finish(log zerolog.Logger, res runner.Result) {
 	j.mu.Unlock()
 
 	if err := r.store.Put(context.Background(), final); err != nil {
-		log.Error().Err(err).Msg("store ended job")
+		log.Error().Err(err).Str(logkey.State, string(final.State)).Msg("store ended job")
 	}
 	r.mu.Lock()
 	r.forgetLocked(j)
