@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
@@ -43,6 +44,8 @@ type env struct {
 	output *jobstore.Files
 	reg    *jobs.Registry
 	logs   *syncBuffer // the registry's log lines, JSON
+	// metrics is the registry's Prometheus registry, for scraping.
+	metrics *prometheus.Registry
 }
 
 func defaultLimits() jobs.Limits {
@@ -82,11 +85,13 @@ func openStores(t *testing.T, dir string) *env {
 func (e *env) start(limits jobs.Limits) {
 	e.t.Helper()
 	e.logs = &syncBuffer{}
+	e.metrics = prometheus.NewRegistry()
 	e.reg = jobs.New(jobs.Options{
-		Store:  e.store,
-		Output: e.output,
-		Log:    zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(e.t), e.logs)),
-		Limits: limits,
+		Store:   e.store,
+		Output:  e.output,
+		Metrics: e.metrics,
+		Log:     zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(e.t), e.logs)),
+		Limits:  limits,
 	})
 	e.t.Cleanup(func() {
 		ctx, cancel := context.WithCancel(context.Background())

@@ -3,6 +3,7 @@ package jobs
 import (
 	"io"
 	"sync"
+	"time"
 
 	"github.com/execgw/execgw/internal/cgroup"
 	"github.com/execgw/execgw/internal/config"
@@ -33,6 +34,7 @@ type Job struct {
 	stopReq  chan struct{}
 	stopOnce sync.Once
 	stopWhy  stop
+	stopAt   time.Time // when the stop was decided; set with stopWhy
 	done     chan struct{}
 
 	mu      sync.Mutex
@@ -85,7 +87,7 @@ func (j *Job) Cancel(reason string) {
 
 func (j *Job) requestStop(s stop) {
 	j.stopOnce.Do(func() {
-		j.stopWhy = s
+		j.stopWhy, j.stopAt = s, j.reg.now()
 		close(j.stopReq)
 	})
 }

@@ -23,8 +23,9 @@ type sink struct {
 	truncated bool
 	storeErr  error
 	live      io.Writer
-	wrote     func()      // wakes followers of the stored output
-	failed    func(error) // told the first storage error, outside mu
+	wrote     func()                    // wakes followers of the stored output
+	failed    func(error)               // told the first storage error, outside mu
+	counted   interface{ Add(float64) } // execgw_output_bytes_total of the stream
 	// mem repeats the stored bytes in memory while they number at most
 	// memMax, so that a bound run can answer without reading the file
 	// back; memMax < 0 once they no longer fit (or were never wanted).
@@ -33,6 +34,7 @@ type sink struct {
 }
 
 func (s *sink) Write(p []byte) (int, error) {
+	s.counted.Add(float64(len(p)))
 	s.mu.Lock()
 	s.produced += int64(len(p))
 	keep := p
