@@ -231,6 +231,8 @@ type record struct {
 	StdoutBytes     int64             `json:"stdout_bytes"`
 	StderrBytes     int64             `json:"stderr_bytes"`
 	StdoutTruncated bool              `json:"stdout_truncated"`
+	StderrTruncated bool              `json:"stderr_truncated"`
+	OutputError     *string           `json:"output_error"`
 	Stdout          *string           `json:"stdout"`
 	Stderr          *string           `json:"stderr"`
 }

@@ -616,3 +616,64 @@ func TestJobEvents(t *testing.T) {
 	}
 	g.stop()
 }
+
+// TestFullDisk: a job whose output fills the state directory's file system
+// runs to its end; its record says the output was cut and why, and the
+// gateway keeps answering. (A job started while the disk is full cannot
+// store its record at all: that is another matter, not tested here.)
+func TestFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", state, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("cannot mount a small tmpfs as the state directory (needs root or CAP_SYS_ADMIN): %v", err)
+	}
+	// Registered first, so it runs after the gateway is stopped.
+	t.Cleanup(func() {
+		if err := syscall.Unmount(state, 0); err != nil {
+			t.Errorf("unmount %s: %v", state, err)
+		}
+	})
+	const size = 4 << 20 // four times the file system
+	g := startGateway(t, fmt.Sprintf(`
+commands:
+  flood:
+    argv: ["sh", "-c", "head -c %d /dev/zero; echo done"]
+  echo:
+    argv: ["echo", "{text}"]
+    params:
+      text: {max_len: 100, required: true}
+`, size), gatewayOptions{dir: dir})
+
+	rec := g.detach("/v1/commands/flood/run")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", g.log.String())
+		}
+	})
+	rec = g.waitJob(rec.ID, "succeeded")
+	if rec.StdoutBytes != size+int64(len("done\n")) || !rec.StdoutTruncated {
+		t.Errorf("stdout_bytes %d truncated %v, want every byte counted and truncated", rec.StdoutBytes, rec.StdoutTruncated)
+	}
+	if rec.OutputError == nil || *rec.OutputError != "stdout: no space left on device" {
+		t.Errorf("output_error %v, want \"stdout: no space left on device\"", rec.OutputError)
+	}
+	if n := len(g.log.lines(`"message":"job output not stored"`, rec.ID)); n != 1 {
+		t.Errorf("the failure logged %d times, want once:\n%s", n, g.log.String())
+	}
+
+	resp, body := g.do("GET", "/healthz", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz with a full disk = %d %s", resp.StatusCode, body)
+	}
+	resp, body = g.do("GET", "/v1/jobs", nil)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), rec.ID) {
+		t.Errorf("GET /v1/jobs with a full disk = %d %s, want the job listed", resp.StatusCode, body)
+	}
+	if out := g.output(rec.ID, "stdout"); len(out) == 0 || len(out) >= size {
+		t.Errorf("stored stdout %d bytes, want what fitted", len(out))
+	}
+	g.stop()
+}

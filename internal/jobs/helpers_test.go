@@ -7,6 +7,7 @@ package jobs_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
@@ -41,6 +43,9 @@ type env struct {
 	store  *jobstore.Bolt
 	output *jobstore.Files
 	reg    *jobs.Registry
+	logs   *syncBuffer // the registry's log lines, JSON
+	// metrics is the registry's Prometheus registry, for scraping.
+	metrics *prometheus.Registry
 }
 
 func defaultLimits() jobs.Limits {
@@ -79,11 +84,14 @@ func openStores(t *testing.T, dir string) *env {
 // Cleanup) shuts it down.
 func (e *env) start(limits jobs.Limits) {
 	e.t.Helper()
+	e.logs = &syncBuffer{}
+	e.metrics = prometheus.NewRegistry()
 	e.reg = jobs.New(jobs.Options{
-		Store:  e.store,
-		Output: e.output,
-		Log:    zerolog.New(zerolog.NewTestWriter(e.t)),
-		Limits: limits,
+		Store:   e.store,
+		Output:  e.output,
+		Metrics: e.metrics,
+		Log:     zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(e.t), e.logs)),
+		Limits:  limits,
 	})
 	e.t.Cleanup(func() {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -274,6 +282,25 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// logLines returns the registry's log lines whose message is msg, decoded.
+func (e *env) logLines(msg string) []map[string]any {
+	e.t.Helper()
+	var lines []map[string]any
+	for _, l := range strings.Split(e.logs.String(), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			e.t.Fatalf("log line %q: %v", l, err)
+		}
+		if m["message"] == msg {
+			lines = append(lines, m)
+		}
+	}
+	return lines
 }
 
 func isNotFound(err error) bool { return errors.Is(err, jobs.ErrNotFound) }

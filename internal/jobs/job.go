@@ -3,9 +3,11 @@ package jobs
 import (
 	"io"
 	"sync"
+	"time"
 
 	"github.com/execgw/execgw/internal/cgroup"
 	"github.com/execgw/execgw/internal/config"
+	"github.com/execgw/execgw/internal/logkey"
 	"github.com/execgw/execgw/internal/runner"
 )
 
@@ -32,6 +34,7 @@ type Job struct {
 	stopReq  chan struct{}
 	stopOnce sync.Once
 	stopWhy  stop
+	stopAt   time.Time // when the stop was decided; set with stopWhy
 	done     chan struct{}
 
 	mu      sync.Mutex
@@ -84,9 +87,23 @@ func (j *Job) Cancel(reason string) {
 
 func (j *Job) requestStop(s stop) {
 	j.stopOnce.Do(func() {
-		j.stopWhy = s
+		j.stopWhy, j.stopAt = s, j.reg.now()
 		close(j.stopReq)
 	})
+}
+
+// outputFailed records and logs that storing stream s failed; each sink
+// calls it at most once. The first failure of the job names the cause.
+func (j *Job) outputFailed(s Stream, err error) {
+	j.mu.Lock()
+	if j.rec.OutputError == "" {
+		j.rec.OutputError = storeErrorMessage(s, err)
+	}
+	state := j.rec.State
+	j.mu.Unlock()
+	log := j.reg.jobLog(j)
+	log.Error().Err(err).Str(logkey.Stream, string(s)).Str(logkey.State, string(state)).
+		Msg("job output not stored")
 }
 
 // outputWritten wakes the followers of the job's stored output.

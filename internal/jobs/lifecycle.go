@@ -112,7 +112,7 @@ func (r *Registry) retain(ctx context.Context) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		r.removeExpired(ctx, time.Now().Add(-r.limits.Retention))
+		r.removeExpired(ctx, r.now().Add(-r.limits.Retention))
 		select {
 		case <-ctx.Done():
 			return

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -361,4 +362,46 @@ func TestShutdownStartsNothing(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestRetentionLater: a job that passes the retention while the gateway
+// runs is removed at the next round, not only at start. In a synctest
+// bubble: no process runs, so the retention loop's ticker and clock are
+// fake and the hour passes at once.
+func TestRetentionLater(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		e := openStores(t, t.TempDir())
+		now := time.Now().UTC()
+		rec := jobs.Record{
+			ID: ulid.MustNew(ulid.Timestamp(now), ulid.DefaultEntropy()).String(), Command: "c",
+			State: jobs.Succeeded, CreatedAt: now, StartedAt: now, EndedAt: now,
+		}
+		if err := e.store.Put(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		limits := defaultLimits()
+		limits.Retention = time.Hour
+		e.start(limits)
+		exists := func() bool {
+			_, err := e.reg.Get(ctx, rec.ID)
+			if err != nil && !isNotFound(err) {
+				t.Fatal(err)
+			}
+			return err == nil
+		}
+
+		// The loop checks every tenth of the retention: by the hour and
+		// one round after the job ended it is gone, and not before the hour.
+		time.Sleep(time.Hour - time.Second)
+		synctest.Wait()
+		if !exists() {
+			t.Fatal("removed before the retention passed")
+		}
+		time.Sleep(limits.Retention/10 + time.Second)
+		synctest.Wait()
+		if exists() {
+			t.Fatal("still there a round after the retention passed")
+		}
+	})
 }

@@ -9,9 +9,19 @@ type metrics struct {
 	started  *prometheus.CounterVec
 	finished *prometheus.CounterVec
 	duration *prometheus.HistogramVec
-	queued   prometheus.Gauge
-	running  prometheus.GaugeFunc
+	// queueWait is created to started; cancel is a stop decided to the
+	// last process of the tree gone.
+	queueWait *prometheus.HistogramVec
+	cancel    *prometheus.HistogramVec
+	output    *prometheus.CounterVec
+	queued    prometheus.Gauge
+	running   prometheus.GaugeFunc
 }
+
+// cancelTimeout is the reason label of execgw_cancel_seconds for a job
+// that timed out: its record has no cancel reason, but its tree is stopped
+// like a canceled one's.
+const cancelTimeout = "timeout"
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
@@ -28,13 +38,28 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "How long jobs ran, by command.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 12),
 		}, []string{"command"}),
+		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "execgw_job_queue_wait_seconds",
+			Help:    "How long jobs waited from creation to the start of their process, by command.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 12),
+		}, []string{"command"}),
+		cancel: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "execgw_cancel_seconds",
+			Help: "From the decision to stop a running job to the last process of its tree gone, " +
+				"by reason (client_disconnected, user, shutdown, timeout).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"reason"}),
+		output: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "execgw_output_bytes_total",
+			Help: "Bytes jobs wrote, stored or not, by command and stream.",
+		}, []string{"command", "stream"}),
 		queued: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "execgw_jobs_queued",
 			Help: "Jobs waiting for a slot.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.started, m.finished, m.duration, m.queued)
+		reg.MustRegister(m.started, m.finished, m.duration, m.queueWait, m.cancel, m.output, m.queued)
 	}
 	return m
 }
@@ -50,6 +75,12 @@ func (m *metrics) registerRunning(reg prometheus.Registerer, running func() floa
 		Help: "Jobs holding a slot (running processes).",
 	}, running)
 	reg.MustRegister(m.running)
+}
+
+// startedJob counts a started process and its wait in the queue.
+func (m *metrics) startedJob(rec Record) {
+	m.started.WithLabelValues(rec.Command).Inc()
+	m.queueWait.WithLabelValues(rec.Command).Observe(rec.StartedAt.Sub(rec.CreatedAt).Seconds())
 }
 
 func (m *metrics) ended(rec Record) {

@@ -1,14 +1,19 @@
 package jobs
 
 import (
+	"errors"
 	"io"
 	"sync"
+	"syscall"
 )
 
 // sink receives one stream of a running job. It stores the first limit
 // bytes through the OutputStore, counts everything, and passes every byte
 // on to the live consumer of a streaming run (whose blocking Write is the
-// backpressure that slows the process down to the client's pace).
+// backpressure that slows the process down to the client's pace). When
+// storing fails (a full disk), it stops storing, says truncated, and tells
+// failed once; the process runs on and every byte is still counted and
+// passed on: the output is the only thing lost, and only its stored copy.
 type sink struct {
 	mu        sync.Mutex
 	file      io.WriteCloser
@@ -18,7 +23,9 @@ type sink struct {
 	truncated bool
 	storeErr  error
 	live      io.Writer
-	wrote     func() // wakes followers of the stored output
+	wrote     func()                    // wakes followers of the stored output
+	failed    func(error)               // told the first storage error, outside mu
+	counted   interface{ Add(float64) } // execgw_output_bytes_total of the stream
 	// mem repeats the stored bytes in memory while they number at most
 	// memMax, so that a bound run can answer without reading the file
 	// back; memMax < 0 once they no longer fit (or were never wanted).
@@ -27,6 +34,7 @@ type sink struct {
 }
 
 func (s *sink) Write(p []byte) (int, error) {
+	s.counted.Add(float64(len(p)))
 	s.mu.Lock()
 	s.produced += int64(len(p))
 	keep := p
@@ -34,10 +42,13 @@ func (s *sink) Write(p []byte) (int, error) {
 		keep = keep[:max(room, 0)]
 		s.truncated = true
 	}
+	var failed error
 	if len(keep) > 0 && s.storeErr == nil {
 		n, err := s.file.Write(keep)
 		s.stored += int64(n)
-		s.storeErr = err
+		if err != nil {
+			s.storeErr, s.truncated, failed = err, true, err
+		}
 		if s.memMax >= 0 {
 			if s.stored <= s.memMax {
 				s.mem = append(s.mem, keep[:n]...)
@@ -47,6 +58,9 @@ func (s *sink) Write(p []byte) (int, error) {
 		}
 	}
 	s.mu.Unlock()
+	if failed != nil {
+		s.failed(failed)
+	}
 	if len(keep) > 0 {
 		s.wrote()
 	}
@@ -75,13 +89,28 @@ func (s *sink) storedBytes() ([]byte, bool) {
 	return append([]byte(nil), s.mem...), true
 }
 
-// close makes the stored output durable and reports the first storage error.
-func (s *sink) close() error {
+// close makes the stored output durable. If that fails, what was stored
+// may not all be there: the stream counts as truncated, and failed is told
+// unless a write failed before.
+func (s *sink) close() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	err := s.file.Close()
-	if s.storeErr != nil {
-		return s.storeErr
+	if err == nil || s.storeErr != nil {
+		s.mu.Unlock()
+		return
 	}
-	return err
+	s.storeErr, s.truncated = err, true
+	s.mu.Unlock()
+	s.failed(err)
+}
+
+// storeErrorMessage is the output_error of a storage failure: the system's
+// word for it ("no space left on device"), never the path or other detail
+// of the gateway's file system.
+func storeErrorMessage(s Stream, err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return string(s) + ": " + errno.Error()
+	}
+	return string(s) + ": write failed"
 }

@@ -5,9 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/execgw/execgw/internal/jobs"
 )
@@ -227,5 +231,68 @@ func TestOutputKept(t *testing.T) {
 				t.Errorf("n=%d keep=%d %s: Output = %q, %v; want ok %v", tc.n, tc.keep, s, out, ok, tc.ok)
 			}
 		}
+	}
+}
+
+// TestOutputStoreFull: when storing output fails (the disk is full), the
+// record says the output was cut and why, the failure is logged once per
+// stream, the process runs on with every byte counted, and the registry
+// keeps working.
+func TestOutputStoreFull(t *testing.T) {
+	dir := t.TempDir()
+	outDir := filepath.Join(dir, "output")
+	if err := os.Mkdir(outDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// Only the output is on the small file system: the record store stays
+	// writable, so the test can read what the registry made of the failure.
+	if err := unix.Mount("tmpfs", outDir, "tmpfs", 0, "size=256k"); err != nil {
+		t.Skipf("cannot mount a small tmpfs to fill (needs root or CAP_SYS_ADMIN): %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(outDir, 0); err != nil {
+			t.Errorf("unmount %s: %v", outDir, err)
+		}
+	})
+	e := openStores(t, dir)
+	e.start(jobs.Limits{MaxConcurrent: 8, MaxQueued: 100, OutputLimit: 16 << 20})
+
+	const size = 1 << 20 // four times what the file system holds
+	script := fmt.Sprintf("head -c %d /dev/zero; head -c %d /dev/zero >&2; echo still-running", size, size)
+	rec := waitDone(t, e.submit(command("flood", script), true))
+	if rec.State != jobs.Succeeded {
+		t.Errorf("state %s, want succeeded: a full disk is no reason to end the process", rec.State)
+	}
+	if rec.StdoutBytes != size+int64(len("still-running\n")) || rec.StderrBytes != size {
+		t.Errorf("stdout_bytes %d stderr_bytes %d, want every byte produced counted", rec.StdoutBytes, rec.StderrBytes)
+	}
+	if !rec.StdoutTruncated || !rec.StderrTruncated {
+		t.Errorf("stdout_truncated %v stderr_truncated %v, want both true", rec.StdoutTruncated, rec.StderrTruncated)
+	}
+	if rec.OutputError != "stdout: no space left on device" {
+		t.Errorf("output_error %q, want %q", rec.OutputError, "stdout: no space left on device")
+	}
+	if st := e.storedRecord(rec.ID); st.OutputError != rec.OutputError || !st.StdoutTruncated {
+		t.Errorf("stored record: output_error %q stdout_truncated %v", st.OutputError, st.StdoutTruncated)
+	}
+	lines := e.logLines("job output not stored")
+	streams := map[any]int{}
+	for _, l := range lines {
+		streams[l["stream"]]++
+		if l["job_id"] != rec.ID {
+			t.Errorf("log line of job %v, want %s", l["job_id"], rec.ID)
+		}
+	}
+	if len(lines) != 2 || streams["stdout"] != 1 || streams["stderr"] != 1 {
+		t.Errorf("logged %d times (%v), want once per stream", len(lines), streams)
+	}
+
+	// The registry keeps answering: a job runs and is stored.
+	rec = waitDone(t, e.submit(command("after", "echo hi"), true))
+	if rec.State != jobs.Succeeded || rec.StdoutBytes != 3 {
+		t.Errorf("next job: state %s stdout_bytes %d, want succeeded 3", rec.State, rec.StdoutBytes)
+	}
+	if _, err := e.reg.Get(context.Background(), rec.ID); err != nil {
+		t.Errorf("Get after a full disk: %v", err)
 	}
 }

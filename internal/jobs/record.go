@@ -69,6 +69,10 @@ type Record struct {
 	StderrBytes     int64
 	StdoutTruncated bool
 	StderrTruncated bool
+	// OutputError says why storing the output failed ("stdout: no space
+	// left on device"), the first failure of either stream; "" when all
+	// was stored or the cut was output_limit.
+	OutputError string
 	// MemoryPeak (bytes) and CPUTimeMs are known when the job had a
 	// cgroup with the accounting; zero otherwise.
 	MemoryPeak int64
@@ -112,6 +116,7 @@ type wireRecord struct {
 	StderrBytes     int64             `json:"stderr_bytes"`
 	StdoutTruncated bool              `json:"stdout_truncated"`
 	StderrTruncated bool              `json:"stderr_truncated"`
+	OutputError     *string           `json:"output_error"`
 	MemoryPeak      *int64            `json:"memory_peak_bytes,omitempty"`
 	CPUTimeMs       *int64            `json:"cpu_time_ms,omitempty"`
 }
@@ -139,6 +144,7 @@ func (r Record) MarshalJSON() ([]byte, error) {
 		StderrBytes:     r.StderrBytes,
 		StdoutTruncated: r.StdoutTruncated,
 		StderrTruncated: r.StderrTruncated,
+		OutputError:     nonEmpty(r.OutputError),
 		MemoryPeak:      nonZero(r.MemoryPeak),
 		CPUTimeMs:       nonZero(r.CPUTimeMs),
 	}
@@ -179,6 +185,7 @@ func (r *Record) UnmarshalJSON(b []byte) error {
 		StderrBytes:     w.StderrBytes,
 		StdoutTruncated: w.StdoutTruncated,
 		StderrTruncated: w.StderrTruncated,
+		OutputError:     deref(w.OutputError),
 		MemoryPeak:      deref(w.MemoryPeak),
 		CPUTimeMs:       deref(w.CPUTimeMs),
 	}

@@ -61,6 +61,9 @@ type Options struct {
 	// everything it starts dies with it and its limits hold; nil: the
 	// process group is the unit.
 	Cgroups *cgroup.Manager
+	// Now is the registry's clock, for records, queue waits and cancel
+	// times; nil: time.Now. Timers (timeouts) run on the runtime's clock.
+	Now func() time.Time
 }
 
 // Request asks for one run of a command.
@@ -93,6 +96,7 @@ type Registry struct {
 	activity Activity
 	bootID   string // recorded with each process group, for the recovery sweep
 	cgroups  *cgroup.Manager
+	now      func() time.Time
 
 	jobsWG sync.WaitGroup // one per job supervisor
 	stop   context.CancelFunc
@@ -119,6 +123,7 @@ func New(opts Options) *Registry {
 		metrics:  newMetrics(opts.Metrics),
 		activity: opts.Activity,
 		cgroups:  opts.Cgroups,
+		now:      opts.Now,
 		stop:     cancel,
 		live:     map[string]*Job{},
 		perCmd:   map[string]int{},
@@ -129,6 +134,9 @@ func New(opts Options) *Registry {
 		return float64(r.running)
 	})
 	r.bootID, _ = runner.BootID()
+	if r.now == nil {
+		r.now = time.Now
+	}
 	if r.activity == nil {
 		r.activity = noActivity{}
 	}
@@ -149,7 +157,7 @@ func (r *Registry) Close() {
 // Submit creates a job and starts it, or queues it when the limits say it
 // must wait. The record is durable when Submit returns.
 func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
-	now := time.Now().UTC()
+	now := r.now().UTC()
 	j := &Job{
 		reg:      r,
 		cmd:      req.Command,
@@ -173,15 +181,15 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 		return nil, err
 	}
 	if j.stderr, err = r.newSink(j, Stderr, req.Stderr, req.KeepOutput); err != nil {
-		_ = j.stdout.close()
+		j.stdout.close()
 		return nil, err
 	}
 
 	r.mu.Lock()
 	if err := r.admitLocked(j); err != nil {
 		r.mu.Unlock()
-		_ = j.stdout.close()
-		_ = j.stderr.close()
+		j.stdout.close()
+		j.stderr.close()
 		_ = r.output.Remove(j.rec.ID)
 		return nil, err
 	}
@@ -203,12 +211,12 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 			r.mu.Unlock()
 			r.jobsWG.Done()
 			r.activity.End()
-			_ = j.stdout.close()
-			_ = j.stderr.close()
+			j.stdout.close()
+			j.stderr.close()
 			_ = r.output.Remove(j.rec.ID)
 			return nil, fmt.Errorf("store new job: %w", err)
 		}
-		log.Info().Msg("job queued")
+		log.Info().Str(logkey.State, string(Queued)).Msg("job queued")
 	} else {
 		j.start(log, req.Invocation.Argv)
 	}
@@ -306,7 +314,15 @@ func (r *Registry) newSink(j *Job, s Stream, live io.Writer, keep int64) (*sink,
 	if keep > 0 {
 		memMax = keep
 	}
-	return &sink{file: f, limit: r.limits.OutputLimit, live: live, wrote: j.outputWritten, memMax: memMax}, nil
+	return &sink{
+		file:    f,
+		limit:   r.limits.OutputLimit,
+		live:    live,
+		wrote:   j.outputWritten,
+		counted: r.metrics.output.WithLabelValues(j.rec.Command, string(s)),
+		failed:  func(err error) { j.outputFailed(s, err) },
+		memMax:  memMax,
+	}, nil
 }
 
 func (r *Registry) jobLog(j *Job) zerolog.Logger {
@@ -321,14 +337,16 @@ func (r *Registry) jobLog(j *Job) zerolog.Logger {
 // A process that cannot start ends the job as failed.
 func (j *Job) start(log zerolog.Logger, argv []string) {
 	spec := runner.Spec{
-		Argv:       argv,
-		Dir:        j.cmd.Dir,
-		Env:        j.cmd.Environ(),
-		Stdin:      j.stdin,
-		Stdout:     j.stdout,
-		Stderr:     j.stderr,
-		KillGrace:  j.cmd.KillGrace,
-		Log:        log,
+		Argv:      argv,
+		Dir:       j.cmd.Dir,
+		Env:       j.cmd.Environ(),
+		Stdin:     j.stdin,
+		Stdout:    j.stdout,
+		Stderr:    j.stderr,
+		KillGrace: j.cmd.KillGrace,
+		// The runner logs only about a started process: the escalations
+		// of a running job.
+		Log:        log.With().Str(logkey.State, string(Running)).Logger(),
 		Credential: credential(j.cmd),
 		Umask:      j.cmd.Umask,
 		Rlimits:    rlimits(j.cmd),
@@ -345,13 +363,14 @@ func (j *Job) start(log zerolog.Logger, argv []string) {
 	if err == nil {
 		proc, err = runner.Start(spec)
 	}
-	now := time.Now().UTC()
+	now := j.reg.now().UTC()
 	j.mu.Lock()
 	j.rec.StartedAt = now
 	if err != nil {
 		j.mu.Unlock()
 		j.releaseCgroup(log)
-		log.Error().Err(err).Msg("job could not start")
+		// The job ends failed; "job ended" follows.
+		log.Error().Err(err).Str(logkey.State, string(Failed)).Msg("job could not start")
 		return
 	}
 	j.proc = proc
@@ -363,7 +382,8 @@ func (j *Job) start(log zerolog.Logger, argv []string) {
 	rec := j.rec
 	j.mu.Unlock()
 
-	j.reg.metrics.started.WithLabelValues(rec.Command).Inc()
+	j.reg.metrics.startedJob(rec)
+	log = log.With().Str(logkey.State, string(Running)).Logger()
 	log.Info().Int(logkey.Pid, rec.Pid).Msg("job started")
 	if err := j.reg.store.Put(context.Background(), rec); err != nil {
 		// The process runs on and its end will be stored; only a crash
@@ -384,7 +404,7 @@ func (j *Job) supervise(log zerolog.Logger, argv []string, started bool) {
 		if isClosed(j.stopReq) {
 			// Stopped while waiting, or admitted in the same instant:
 			// nothing was started, nothing needs killing.
-			j.finish(log, runner.Result{EndedAt: time.Now()})
+			j.finish(log, runner.Result{EndedAt: j.reg.now()})
 			return
 		}
 		j.start(log, argv)
@@ -393,7 +413,7 @@ func (j *Job) supervise(log zerolog.Logger, argv []string, started bool) {
 	proc := j.proc
 	j.mu.Unlock()
 	if proc == nil {
-		j.finish(log, runner.Result{EndedAt: time.Now()})
+		j.finish(log, runner.Result{EndedAt: j.reg.now()})
 		return
 	}
 
@@ -411,20 +431,28 @@ func (j *Job) supervise(log zerolog.Logger, argv []string, started bool) {
 		j.requestStop(stop{state: TimedOut})
 		proc.Cancel(errors.New("timeout"))
 	}
-	j.finish(log, proc.Wait())
+	res := proc.Wait()
+	// The runner has swept the group (and emptied the cgroup) before Wait
+	// returns: the tree is gone now. A stop that came after the process
+	// exited stopped nothing (res.Cause is nil) and is not timed.
+	if isClosed(j.stopReq) && res.Cause != nil {
+		reason := j.stopWhy.reason
+		if j.stopWhy.state == TimedOut {
+			reason = cancelTimeout
+		}
+		j.reg.metrics.cancel.WithLabelValues(reason).Observe(j.reg.now().Sub(j.stopAt).Seconds())
+	}
+	j.finish(log, res)
 }
 
 // finish stores the final record, gives back the slot and closes done.
 func (j *Job) finish(log zerolog.Logger, res runner.Result) {
 	r := j.reg
-	stdoutErr := j.stdout.close()
-	stderrErr := j.stderr.close()
+	j.stdout.close()
+	j.stderr.close()
 	if c, ok := j.stdin.(io.Closer); ok {
 		// The process is gone: nothing reads it any more.
 		_ = c.Close()
-	}
-	if err := errors.Join(stdoutErr, stderrErr); err != nil {
-		log.Error().Err(err).Msg("store job output")
 	}
 
 	j.mu.Lock()
@@ -440,35 +468,21 @@ func (j *Job) finish(log zerolog.Logger, res runner.Result) {
 	}
 	stats := j.releaseCgroup(log)
 	rec.MemoryPeak, rec.CPUTimeMs = stats.MemoryPeak, stats.CPUTime.Milliseconds()
-	var stdinErr *runner.StdinError
-	switch {
-	case isClosed(j.stopReq) && (j.proc == nil || res.Cause != nil):
-		// Stopped before it started, or the stop reached the process:
-		// the runner records a cause only for a Cancel that came before
-		// the process exited. A stop that came after the exit (while
-		// the output was still being read) changes nothing: the process
-		// ended by itself.
-		rec.State, rec.CancelReason = j.stopWhy.state, j.stopWhy.reason
-	case errors.As(res.Cause, &stdinErr) && errors.Is(stdinErr.Err, ErrInputTooLarge):
-		rec.State, rec.Limit = Failed, "max_body"
-	case errors.As(res.Cause, &stdinErr):
-		rec.State, rec.CancelReason = Canceled, ReasonClientDisconnected
-	case stats.OOMKilled:
-		rec.State, rec.Limit = Failed, "memory_max"
-	case j.proc != nil && res.Signal == 0 && res.ExitCode == 0 && res.Err == nil:
-		rec.State = Succeeded
-	case stats.PidsMaxHit:
-		// A fork refused at pids_max explains the failure; on a job that
-		// succeeded anyway it is no cause of anything.
-		rec.State, rec.Limit = Failed, "pids_max"
-	default:
-		rec.State = Failed
+	var why *stop
+	if isClosed(j.stopReq) {
+		why = &j.stopWhy
 	}
+	var stdinErr error
+	if se := (*runner.StdinError)(nil); errors.As(res.Cause, &se) {
+		stdinErr = se.Err
+	}
+	end := decideEnd(why, j.proc != nil, res, stats, stdinErr)
+	rec.State, rec.CancelReason, rec.Limit = end.state, end.cancelReason, end.limit
 	final := j.rec
 	j.mu.Unlock()
 
 	if err := r.store.Put(context.Background(), final); err != nil {
-		log.Error().Err(err).Msg("store ended job")
+		log.Error().Err(err).Str(logkey.State, string(final.State)).Msg("store ended job")
 	}
 	r.mu.Lock()
 	r.forgetLocked(j)
@@ -477,6 +491,44 @@ func (j *Job) finish(log zerolog.Logger, res runner.Result) {
 	logEnd(log, final)
 	close(j.done)
 	r.activity.End()
+}
+
+// ending is how a job ended: its final state, and the cancel reason or the
+// limit that explains it.
+type ending struct {
+	state        State
+	cancelReason string
+	limit        string
+}
+
+// decideEnd is the final state of a job, from what is known once it is
+// over: why it was asked to stop (nil: nobody asked), whether a process
+// started, the runner's result, the cgroup's accounting (zero without one)
+// and the error that ended reading its stdin (nil: none).
+func decideEnd(why *stop, started bool, res runner.Result, stats cgroup.Stats, stdinErr error) ending {
+	switch {
+	case why != nil && (!started || res.Cause != nil):
+		// Stopped before it started, or the stop reached the process:
+		// the runner records a cause only for a Cancel that came before
+		// the process exited. A stop that came after the exit (while
+		// the output was still being read) changes nothing: the process
+		// ended by itself.
+		return ending{state: why.state, cancelReason: why.reason}
+	case stdinErr != nil && errors.Is(stdinErr, ErrInputTooLarge):
+		return ending{state: Failed, limit: "max_body"}
+	case stdinErr != nil:
+		return ending{state: Canceled, cancelReason: ReasonClientDisconnected}
+	case stats.OOMKilled:
+		return ending{state: Failed, limit: "memory_max"}
+	case started && res.Signal == 0 && res.ExitCode == 0 && res.Err == nil:
+		return ending{state: Succeeded}
+	case stats.PidsMaxHit:
+		// A fork refused at pids_max explains the failure; on a job that
+		// succeeded anyway it is no cause of anything.
+		return ending{state: Failed, limit: "pids_max"}
+	default:
+		return ending{state: Failed}
+	}
 }
 
 func logEnd(log zerolog.Logger, rec Record) {
@@ -500,6 +552,9 @@ func logEnd(log zerolog.Logger, rec Record) {
 	}
 	if rec.Limit != "" {
 		ev = ev.Str(logkey.Limit, rec.Limit)
+	}
+	if rec.OutputError != "" {
+		ev = ev.Str(logkey.OutputError, rec.OutputError)
 	}
 	if rec.MemoryPeak > 0 {
 		ev = ev.Int64(logkey.MemoryPeak, rec.MemoryPeak)

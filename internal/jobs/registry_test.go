@@ -554,3 +554,50 @@ func TestAdmissionStress(t *testing.T) {
 	// Every slot came back: a full round runs again.
 	waitDone(t, e.submit(a, true))
 }
+
+// TestLogStates: every job event in the log carries the job's state at that
+// moment: queued while it waits, running from its start (the escalations
+// included), the final state at its end.
+func TestLogStates(t *testing.T) {
+	e := newEnv(t, jobs.Limits{MaxConcurrent: 1, MaxQueued: 5, OutputLimit: 1 << 20})
+	g := newGate(t)
+	first := e.submit(gatedCommand("first", g, ""), true)
+	second := e.submit(command("second", "trap '' TERM; echo started; sleep 300"), true)
+	if st := second.Record().State; st != jobs.Queued {
+		t.Fatalf("second job %s, want queued behind the first", st)
+	}
+	g.open(t)
+	waitDone(t, first)
+	e.waitOutput(second, "started")
+	second.Cancel(jobs.ReasonUser)
+	waitDone(t, second)
+
+	want := []struct{ msg, state string }{
+		{"job queued", "queued"},
+		{"job started", "running"},
+		{"sent SIGTERM to process group", "running"},
+		{"kill_grace elapsed; sent SIGKILL to process group", "running"},
+		{"job ended", "canceled"},
+	}
+	for _, w := range want {
+		lines := e.logLines(w.msg)
+		n := 0
+		for _, l := range lines {
+			if l["job_id"] != second.ID() {
+				continue
+			}
+			n++
+			if l["state"] != w.state {
+				t.Errorf("%q: state %v, want %s", w.msg, l["state"], w.state)
+			}
+		}
+		if n != 1 {
+			t.Errorf("%q logged %d times for the job, want once", w.msg, n)
+		}
+	}
+	for _, l := range e.logLines("job started") {
+		if l["job_id"] == first.ID() && l["state"] != "running" {
+			t.Errorf("job started at once: state %v, want running", l["state"])
+		}
+	}
+}

@@ -16,6 +16,7 @@ const (
 	Signal       = "signal"
 	CancelReason = "cancel_reason"
 	Limit        = "limit"
+	OutputError  = "output_error"
 	DurationMs   = "duration_ms"
 	StdoutBytes  = "stdout_bytes"
 	StderrBytes  = "stderr_bytes"
