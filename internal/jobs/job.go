@@ -63,22 +63,6 @@ func (j *Job) Record() Record {
 	return rec
 }
 
-// Output returns the stored output of stream s of an ended job, when
-// Request.KeepOutput kept all of it in memory; ok is false otherwise (the
-// output is then read with Registry.Copy).
-func (j *Job) Output(s Stream) (out []byte, ok bool) {
-	if !isClosed(j.done) {
-		return nil, false
-	}
-	switch s {
-	case Stdout:
-		return j.stdout.storedBytes()
-	case Stderr:
-		return j.stderr.storedBytes()
-	}
-	return nil, false
-}
-
 // Cancel asks the job to end with the given cancel reason. It returns at
 // once; Done says when the job has ended. Only the first request counts.
 func (j *Job) Cancel(reason string) {

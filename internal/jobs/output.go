@@ -26,11 +26,6 @@ type sink struct {
 	wrote     func()                    // wakes followers of the stored output
 	failed    func(error)               // told the first storage error, outside mu
 	counted   interface{ Add(float64) } // execgw_output_bytes_total of the stream
-	// mem repeats the stored bytes in memory while they number at most
-	// memMax, so that a bound run can answer without reading the file
-	// back; memMax < 0 once they no longer fit (or were never wanted).
-	mem    []byte
-	memMax int64
 }
 
 func (s *sink) Write(p []byte) (int, error) {
@@ -48,13 +43,6 @@ func (s *sink) Write(p []byte) (int, error) {
 		s.stored += int64(n)
 		if err != nil {
 			s.storeErr, s.truncated, failed = err, true, err
-		}
-		if s.memMax >= 0 {
-			if s.stored <= s.memMax {
-				s.mem = append(s.mem, keep[:n]...)
-			} else {
-				s.mem, s.memMax = nil, -1
-			}
 		}
 	}
 	s.mu.Unlock()
@@ -77,16 +65,6 @@ func (s *sink) counts() (produced int64, truncated bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.produced, s.truncated
-}
-
-// storedBytes returns a copy of the stored bytes if they are all in memory.
-func (s *sink) storedBytes() ([]byte, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.memMax < 0 {
-		return nil, false
-	}
-	return append([]byte(nil), s.mem...), true
 }
 
 // close makes the stored output durable. If that fails, what was stored

@@ -198,42 +198,6 @@ func TestStdinClosedAtEnd(t *testing.T) {
 	waitDone(t, first)
 }
 
-// TestOutputKept: a job that keeps its output in memory returns from
-// Output what Copy reads from the store; past the bound, Output declines
-// and the store still has everything.
-func TestOutputKept(t *testing.T) {
-	e := newEnv(t, defaultLimits())
-	for _, tc := range []struct {
-		n    int
-		keep int64
-		ok   bool
-	}{{0, 64, true}, {5, 64, true}, {1000, 64, false}, {5, 0, false}} {
-		req := request(command("seq", fmt.Sprintf("seq 1 %d; seq 1 %d >&2", tc.n, tc.n)), false)
-		req.KeepOutput = tc.keep
-		j, err := e.reg.Submit(context.Background(), req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := j.Output(jobs.Stdout); ok && !isClosedChan(j.Done()) {
-			t.Errorf("Output before the job ended: ok")
-		}
-		<-j.Done()
-		for _, s := range []jobs.Stream{jobs.Stdout, jobs.Stderr} {
-			var stored bytes.Buffer
-			if err := e.reg.Copy(context.Background(), j.ID(), s, &stored, false); err != nil {
-				t.Fatal(err)
-			}
-			if stored.String() != seqOutput(tc.n) {
-				t.Errorf("n=%d %s: stored %q", tc.n, s, stored.String())
-			}
-			out, ok := j.Output(s)
-			if ok != tc.ok || ok && string(out) != seqOutput(tc.n) {
-				t.Errorf("n=%d keep=%d %s: Output = %q, %v; want ok %v", tc.n, tc.keep, s, out, ok, tc.ok)
-			}
-		}
-	}
-}
-
 // TestOutputStoreFull: when storing output fails (the disk is full), the
 // record says the output was cut and why, the failure is logged once per
 // stream, the process runs on with every byte counted, and the registry

@@ -80,10 +80,6 @@ type Request struct {
 	// Stdout and Stderr receive the output as it is produced, besides the
 	// store. A blocking Write slows the process down; nil: store only.
 	Stdout, Stderr io.Writer
-	// KeepOutput is how many stored bytes per stream are also kept in
-	// memory, for Job.Output to return once the job has ended without
-	// reading them back; 0: none.
-	KeepOutput int64
 }
 
 // Registry owns every job of this process.
@@ -177,10 +173,10 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 		},
 	}
 	var err error
-	if j.stdout, err = r.newSink(j, Stdout, req.Stdout, req.KeepOutput); err != nil {
+	if j.stdout, err = r.newSink(j, Stdout, req.Stdout); err != nil {
 		return nil, err
 	}
-	if j.stderr, err = r.newSink(j, Stderr, req.Stderr, req.KeepOutput); err != nil {
+	if j.stderr, err = r.newSink(j, Stderr, req.Stderr); err != nil {
 		j.stdout.close()
 		return nil, err
 	}
@@ -305,14 +301,10 @@ func (r *Registry) forgetLocked(j *Job) {
 	delete(r.live, j.rec.ID)
 }
 
-func (r *Registry) newSink(j *Job, s Stream, live io.Writer, keep int64) (*sink, error) {
+func (r *Registry) newSink(j *Job, s Stream, live io.Writer) (*sink, error) {
 	f, err := r.output.Create(j.rec.ID, s)
 	if err != nil {
 		return nil, fmt.Errorf("create %s of job %s: %w", s, j.rec.ID, err)
-	}
-	memMax := int64(-1)
-	if keep > 0 {
-		memMax = keep
 	}
 	return &sink{
 		file:    f,
@@ -321,7 +313,6 @@ func (r *Registry) newSink(j *Job, s Stream, live io.Writer, keep int64) (*sink,
 		wrote:   j.outputWritten,
 		counted: r.metrics.output.WithLabelValues(j.rec.Command, string(s)),
 		failed:  func(err error) { j.outputFailed(s, err) },
-		memMax:  memMax,
 	}, nil
 }
 
