@@ -160,4 +160,3 @@ func newLease() string {
 	_, _ = rand.Read(b) // never fails (crypto/rand)
 	return hex.EncodeToString(b)
 }
-

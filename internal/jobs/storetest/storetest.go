@@ -59,6 +59,7 @@ func FullRecord(id string) jobs.Record {
 		StderrTruncated: true,
 		MemoryPeak:      1 << 30,
 		CPUTimeMs:       1234,
+		OutputError:     "stdout: no space left on device",
 	}
 }
 
