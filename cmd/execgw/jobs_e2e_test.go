@@ -621,7 +621,14 @@ func TestJobEvents(t *testing.T) {
 // runs to its end; its record says the output was cut and why, and the
 // gateway keeps answering. (A job started while the disk is full cannot
 // store its record at all: that is another matter, not tested here.)
-func TestFullDisk(t *testing.T) {
+// fullDiskOutput is what the command flood writes: more than the state
+// directory of startOnSmallDisk holds.
+const fullDiskOutput = 4 << 20 // four times the file system
+
+// startOnSmallDisk starts a gateway whose state directory is a 1 MiB
+// tmpfs, with a command flood that writes four times that much.
+func startOnSmallDisk(t *testing.T) *gateway {
+	t.Helper()
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
 	if err := os.Mkdir(state, 0o700); err != nil {
@@ -636,7 +643,6 @@ func TestFullDisk(t *testing.T) {
 			t.Errorf("unmount %s: %v", state, err)
 		}
 	})
-	const size = 4 << 20 // four times the file system
 	g := startGateway(t, fmt.Sprintf(`
 commands:
   flood:
@@ -645,14 +651,19 @@ commands:
     argv: ["echo", "{text}"]
     params:
       text: {max_len: 100, required: true}
-`, size), gatewayOptions{dir: dir})
-
-	rec := g.detach("/v1/commands/flood/run")
+`, fullDiskOutput), gatewayOptions{dir: dir})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("gateway log:\n%s", g.log.String())
 		}
 	})
+	return g
+}
+
+func TestFullDisk(t *testing.T) {
+	const size = fullDiskOutput
+	g := startOnSmallDisk(t)
+	rec := g.detach("/v1/commands/flood/run")
 	rec = g.waitJob(rec.ID, "succeeded")
 	if rec.StdoutBytes != size+int64(len("done\n")) || !rec.StdoutTruncated {
 		t.Errorf("stdout_bytes %d truncated %v, want every byte counted and truncated", rec.StdoutBytes, rec.StdoutTruncated)
@@ -674,6 +685,40 @@ commands:
 	}
 	if out := g.output(rec.ID, "stdout"); len(out) == 0 || len(out) >= size {
 		t.Errorf("stored stdout %d bytes, want what fitted", len(out))
+	}
+	g.stop()
+}
+
+// A job whose record cannot be stored (the disk is full) is refused with a
+// 503, whatever the mode, and leaves nothing running: a job the gateway
+// acknowledged is a job it has recorded.
+func TestFullDiskRefusesNewJobs(t *testing.T) {
+	g := startOnSmallDisk(t)
+	g.waitJob(g.detach("/v1/commands/flood/run").ID, "succeeded")
+
+	path := "/v1/commands/echo/run?text=hello"
+	for _, mode := range []struct {
+		name   string
+		header []string
+	}{
+		{"bound", nil},
+		{"detached", []string{"Prefer", "respond-async"}},
+		{"raw stream", []string{"Accept", "application/octet-stream"}},
+	} {
+		resp, body := g.do("POST", path, nil, mode.header...)
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("%s run with the disk full: %d %s (Retry-After %q), want 503 with Retry-After",
+				mode.name, resp.StatusCode, body, resp.Header.Get("Retry-After"))
+		}
+		if id := resp.Header.Get("Execgw-Job-Id"); id != "" {
+			if resp, _ := g.do("GET", "/v1/jobs/"+id, nil); resp.StatusCode != http.StatusNotFound {
+				t.Errorf("%s run: the refused job %s answers %d, want 404", mode.name, id, resp.StatusCode)
+			}
+		}
+	}
+	// The operator learns why.
+	if n := len(g.log.lines(`"level":"error"`, "no space left on device", `job`)); n == 0 {
+		t.Errorf("no error line says the disk is full")
 	}
 	g.stop()
 }

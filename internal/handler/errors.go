@@ -89,6 +89,8 @@ func toAPIError(err error) *apiError {
 			message:    "max_concurrent processes are running and max_queued jobs are waiting",
 			retryAfter: 1,
 		}
+	case errors.Is(err, jobs.ErrNotStored):
+		return &apiError{status: http.StatusServiceUnavailable, code: codeUnavailable, message: "the gateway cannot record new jobs now (its state directory is full or failing); see its log", retryAfter: 5}
 	case errors.Is(err, jobs.ErrDraining):
 		return &apiError{status: http.StatusServiceUnavailable, code: codeUnavailable, message: "the gateway is shutting down", retryAfter: 1}
 	case errors.As(err, &he):

@@ -33,6 +33,10 @@ var (
 	// ErrInputTooLarge is what a Request's Stdin returns when the input
 	// exceeds its limit; the job then ends failed with limit "max_body".
 	ErrInputTooLarge = errors.New("input exceeds max_body")
+	// ErrNotStored means a new job was refused because its record could
+	// not be stored (a full disk): nothing is acknowledged that is not
+	// recorded.
+	ErrNotStored = errors.New("the job's record could not be stored")
 )
 
 // Limits bound the registry's work.
@@ -210,16 +214,32 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 			j.stdout.close()
 			j.stderr.close()
 			_ = r.output.Remove(j.rec.ID)
-			return nil, fmt.Errorf("store new job: %w", err)
+			log.Error().Err(err).Str(logkey.State, string(Queued)).Msg("store new job")
+			return nil, fmt.Errorf("store new job: %w", ErrNotStored)
 		}
 		log.Info().Str(logkey.State, string(Queued)).Msg("job queued")
-	} else {
-		j.start(log, req.Invocation.Argv)
+	}
+	var notStored error
+	if startNow {
+		notStored = j.start(log, req.Invocation.Argv)
+		if notStored != nil {
+			// Its process has started, but no answer may acknowledge a
+			// job without a record: it is stopped at once, as a job
+			// canceled, and forgotten.
+			j.requestStop(stop{state: Canceled})
+		}
 	}
 	go func() { // exits when the job has ended and its record is stored
 		defer r.jobsWG.Done()
 		j.supervise(log, req.Invocation.Argv, startNow)
 	}()
+	if notStored != nil {
+		<-j.done
+		if err := r.remove(context.Background(), j.rec.ID); err != nil && !errors.Is(err, ErrNotFound) {
+			log.Error().Err(err).Msg("remove refused job")
+		}
+		return nil, fmt.Errorf("store new job: %w", ErrNotStored)
+	}
 	return j, nil
 }
 
@@ -325,8 +345,9 @@ func (r *Registry) jobLog(j *Job) zerolog.Logger {
 }
 
 // start starts the admitted job's process and stores the running record.
-// A process that cannot start ends the job as failed.
-func (j *Job) start(log zerolog.Logger, argv []string) {
+// A process that cannot start ends the job as failed. The error says the
+// process runs but its record could not be stored.
+func (j *Job) start(log zerolog.Logger, argv []string) error {
 	spec := runner.Spec{
 		Argv:      argv,
 		Dir:       j.cmd.Dir,
@@ -362,7 +383,7 @@ func (j *Job) start(log zerolog.Logger, argv []string) {
 		j.releaseCgroup(log)
 		// The job ends failed; "job ended" follows.
 		log.Error().Err(err).Str(logkey.State, string(Failed)).Msg("job could not start")
-		return
+		return nil
 	}
 	j.proc = proc
 	j.rec.State = Running
@@ -377,10 +398,13 @@ func (j *Job) start(log zerolog.Logger, argv []string) {
 	log = log.With().Str(logkey.State, string(Running)).Logger()
 	log.Info().Int(logkey.Pid, rec.Pid).Msg("job started")
 	if err := j.reg.store.Put(context.Background(), rec); err != nil {
-		// The process runs on and its end will be stored; only a crash
-		// before then would miss its process group.
+		// A job started from the queue runs on, and its end will be
+		// stored (its queued record is there); only a crash before then
+		// would miss its process group.
 		log.Error().Err(err).Msg("store running job")
+		return err
 	}
+	return nil
 }
 
 // supervise waits for the job to be admitted, to end by itself, to be
@@ -398,7 +422,7 @@ func (j *Job) supervise(log zerolog.Logger, argv []string, started bool) {
 			j.finish(log, runner.Result{EndedAt: j.reg.now()})
 			return
 		}
-		j.start(log, argv)
+		_ = j.start(log, argv) // logged; its queued record is stored
 	}
 	j.mu.Lock()
 	proc := j.proc
