@@ -756,7 +756,7 @@ func (p *parser) command(f field) *Command {
 		p.fields(f.val, f.path) // reports it
 		return c
 	}
-	var argv, params, usr, grp *field
+	var argv, params, envF, usr, grp *field
 	for _, g := range p.fields(f.val, f.path) {
 		switch g.name {
 		case "description":
@@ -789,7 +789,7 @@ func (p *parser) command(f field) *Command {
 				p.errorf(g.val, g.path, "%s is not a directory", display(c.Dir))
 			}
 		case "env":
-			c.Env = p.env(g)
+			envF = &g
 		case "user":
 			usr = &g
 		case "group":
@@ -827,27 +827,42 @@ func (p *parser) command(f field) *Command {
 	}
 	slices.SortFunc(c.Params, func(a, b *Param) int { return strings.Compare(a.Name, b.Name) })
 
+	lookup := func(name string) *Param { return declared[name] }
+	used := map[string]bool{}
+	// The environment first: the program is looked up in its PATH.
+	envOK := true
+	if envF != nil {
+		envOK = p.env(c, *envF, lookup, used)
+	}
+	argvOK := false
 	if argv == nil {
 		p.errorf(f.key, f.path+".argv", "is required")
 	} else {
-		p.argv(c, *argv, declared, decls)
+		argvOK = p.argv(c, *argv, lookup, used)
+	}
+	// Without every template, "unused" would be a guess.
+	if argvOK && envOK {
+		for _, g := range decls {
+			if !used[g.name] {
+				p.errorf(g.key, g.path, "is declared but neither argv nor env uses {%s}", g.name)
+			}
+		}
 	}
 	p.credentials(c, usr, grp)
 	return c
 }
 
-// argv parses the templates, checks every parameter is used, and resolves
-// the program.
-func (p *parser) argv(c *Command, f field, declared map[string]*Param, decls []field) {
+// argv parses the templates, notes the parameters they use, and resolves
+// the program. ok is false when an element is invalid.
+func (p *parser) argv(c *Command, f field, lookup func(string) *Param, used map[string]bool) (ok bool) {
 	elems := p.seq(f.val, f.path)
 	if len(elems) == 0 {
 		if f.val.Kind == yaml.SequenceNode || isNull(f.val) {
 			p.errorf(f.val, f.path, "must not be empty")
 		}
-		return
+		return false
 	}
-	used := map[string]bool{}
-	ok := true
+	ok = true
 	for i, n := range elems {
 		key := index(f.path, i)
 		s, good := p.text(n, key)
@@ -858,7 +873,7 @@ func (p *parser) argv(c *Command, f field, declared map[string]*Param, decls []f
 		c.Argv = append(c.Argv, s)
 		el, err := parseElement(s)
 		if err == nil {
-			err = checkElement(i, el, func(name string) *Param { return declared[name] })
+			err = checkElement(i, el, lookup)
 		}
 		if err != nil {
 			p.errorf(n, key, "%v", err)
@@ -871,16 +886,12 @@ func (p *parser) argv(c *Command, f field, declared map[string]*Param, decls []f
 		c.tmpl = append(c.tmpl, el)
 	}
 	if !ok {
-		// Without every element, "unused" and the program would be guesses.
+		// Without every element, the program would be a guess.
 		c.tmpl = nil
-		return
-	}
-	for _, g := range decls {
-		if !used[g.name] {
-			p.errorf(g.key, g.path, "is declared but no argv element uses {%s}", g.name)
-		}
+		return false
 	}
 	c.Path = p.program(c, elems[0], index(f.path, 0))
+	return true
 }
 
 // program resolves argv[0] as exec would, but now rather than at every run,
@@ -1073,18 +1084,35 @@ func (p *parser) signed(f field) (int64, bool) {
 	return p.integer(f, math.MinInt64)
 }
 
-func (p *parser) env(f field) map[string]string {
-	env := map[string]string{}
+// env parses the environment's templates into c and notes the parameters
+// they use. ok is false when a value is invalid.
+func (p *parser) env(c *Command, f field, lookup func(string) *Param, used map[string]bool) (ok bool) {
+	ok = true
+	c.Env = map[string]string{}
+	c.envTmpl = map[string]element{}
 	for _, g := range p.fields(f.val, f.path) {
 		if !envNameRE.MatchString(g.name) {
 			p.errorf(g.key, g.path, "an environment variable name is [A-Za-z_][A-Za-z0-9_]*")
 			continue
 		}
-		if v, ok := p.text(g.val, g.path); ok {
-			env[g.name] = v
+		v, good := p.text(g.val, g.path)
+		if !good {
+			ok = false
+			continue
 		}
+		el, err := parseEnvValue(g.name, v, lookup)
+		if err != nil {
+			p.errorf(g.val, g.path, "%v", err)
+			ok = false
+			continue
+		}
+		for _, name := range el.params() {
+			used[name] = true
+		}
+		c.Env[g.name] = v
+		c.envTmpl[g.name] = el
 	}
-	return env
+	return ok
 }
 
 func (p *parser) umask(f field, c *Command) {

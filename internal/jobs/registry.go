@@ -153,6 +153,7 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 	j := &Job{
 		reg:      r,
 		cmd:      req.Command,
+		env:      req.Invocation.Env,
 		detached: req.Detached,
 		stdin:    req.Stdin,
 		admitted: make(chan struct{}),
@@ -320,10 +321,14 @@ func (r *Registry) jobLog(j *Job) zerolog.Logger {
 // start starts the admitted job's process and stores the running record.
 // A process that cannot start ends the job as failed.
 func (j *Job) start(log zerolog.Logger, argv []string) {
+	env := j.env
+	if env == nil { // an Invocation not made by Bind
+		env = j.cmd.Environ()
+	}
 	spec := runner.Spec{
 		Argv:       argv,
 		Dir:        j.cmd.Dir,
-		Env:        j.cmd.Environ(),
+		Env:        env,
 		Stdin:      j.stdin,
 		Stdout:     j.stdout,
 		Stderr:     j.stderr,
