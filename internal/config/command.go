@@ -38,7 +38,7 @@ type Command struct {
 	MaxConcurrent int               // 0 = only the global limit
 	Stdin         StdinMode         // default none
 	Dir           string            // absolute, an existing directory; "" = not set
-	Env           map[string]string // the child's environment besides PATH
+	Env           map[string]string // the child's environment besides PATH, as configured: values are templates (see Bind)
 
 	// Containment: parsed and validated here, enforced by the runner.
 
@@ -50,8 +50,10 @@ type Command struct {
 	PidsMax     int64   // 0 = none
 	CPUMax      float64 // CPUs; 0 = none
 
-	// tmpl is Argv parsed at load time, so Bind never re-parses it.
-	tmpl []element
+	// tmpl is Argv parsed at load time, and envTmpl Env, so Bind never
+	// re-parses them.
+	tmpl    []element
+	envTmpl map[string]element
 }
 
 // Rlimit is one resource limit, set as both the soft and the hard value.
@@ -112,6 +114,7 @@ func (e *ParamError) Is(target error) bool {
 // Invocation is a command bound to validated parameter values.
 type Invocation struct {
 	Argv   []string          // Argv[0] == Command.Path
+	Env    []string          // the child's complete environment, "K=V" sorted by name (see Command.Bind)
 	Params map[string]string // effective values (given or default); secret ones are "***"
 }
 
@@ -132,24 +135,84 @@ const defaultChildPath = "/usr/local/bin:/usr/bin:/bin"
 
 // childPath is the PATH the child gets, and the one Argv[0] is looked up in.
 func (c *Command) childPath() string {
-	if p, ok := c.Env["PATH"]; ok {
-		return p
+	v, ok := c.Env["PATH"]
+	if !ok {
+		if p := os.Getenv("PATH"); p != "" {
+			return p
+		}
+		return defaultChildPath
 	}
-	if p := os.Getenv("PATH"); p != "" {
-		return p
+	// PATH has no placeholder (Load refuses one), but "{{" and "}}" still
+	// stand for braces there, as in every other value.
+	if el, err := c.envElement("PATH", v, nil); err == nil {
+		return el.literal()
 	}
-	return defaultChildPath
+	return v
 }
 
-// Environ returns the child's complete environment, "K=V" sorted by name:
-// PATH (the gateway's own, or /usr/local/bin:/usr/bin:/bin when it has none,
-// unless Env sets PATH) plus Env. Nothing else of the gateway's environment
-// is passed on, so secrets in it cannot leak to commands.
+// Environ returns the child's environment for a run that gives no
+// parameter: Bind's Invocation.Env with every placeholder filled in by its
+// parameter's default, a variable whose placeholder has none left out. A
+// run's environment is the one Bind returns.
 func (c *Command) Environ() []string {
-	env := make(map[string]string, len(c.Env)+1)
+	defaults := make(map[string]string, len(c.Params))
+	for _, p := range c.Params {
+		if p.Default != nil {
+			defaults[p.Name] = *p.Default
+		}
+	}
+	// A value that does not parse (only in a Command not built by Load) is
+	// left out; Bind reports it.
+	tmpl, _ := c.envTemplates()
+	return c.environ(tmpl, defaults)
+}
+
+// envElement returns the parsed template of the variable name, whose value
+// is v. lookup checks placeholders against the declarations; nil skips
+// that check.
+func (c *Command) envElement(name, v string, lookup func(string) *Param) (element, error) {
+	if el, ok := c.envTmpl[name]; ok {
+		return el, nil
+	}
+	// A Command not built by Load (tests elsewhere build them by hand).
+	if lookup == nil {
+		return parseElement(v)
+	}
+	return parseEnvValue(name, v, lookup)
+}
+
+// envTemplates returns the parsed templates of Env, and the first error of
+// a value that does not parse, by name.
+func (c *Command) envTemplates() (map[string]element, error) {
+	out := make(map[string]element, len(c.Env))
+	var first error
+	for _, name := range slices.Sorted(maps.Keys(c.Env)) {
+		el, err := c.envElement(name, c.Env[name], c.Param)
+		if err != nil {
+			if first == nil {
+				first = fmt.Errorf("env.%s: %w", name, err)
+			}
+			continue
+		}
+		out[name] = el
+	}
+	return out, first
+}
+
+// environ renders the child's complete environment, "K=V" sorted by name:
+// PATH (the gateway's own, or /usr/local/bin:/usr/bin:/bin when it has
+// none, unless Env sets PATH) plus Env. Nothing else of the gateway's
+// environment is passed on, so secrets in it cannot leak to commands.
+func (c *Command) environ(tmpl map[string]element, values map[string]string) []string {
+	env := make(map[string]string, len(tmpl)+1)
 	env["PATH"] = c.childPath()
-	for k, v := range c.Env {
-		env[k] = v
+	for name, el := range tmpl {
+		if name == "PATH" {
+			continue
+		}
+		if v, ok := el.render(values); ok {
+			env[name] = v
+		}
 	}
 	out := make([]string, 0, len(env))
 	for _, k := range slices.Sorted(maps.Keys(env)) {
@@ -159,9 +222,13 @@ func (c *Command) Environ() []string {
 }
 
 // Bind validates values against the command's declarations and renders the
-// argv. Every refusal is a *ParamError. A value is substituted literally into
-// the one argv element holding its placeholder; an optional parameter without
-// a default that is not given removes that whole element.
+// argv and the environment. Every refusal is a *ParamError. A value is
+// substituted literally into the one argv element holding its placeholder;
+// an optional parameter without a default that is not given removes that
+// whole element. Env values are templates by the same rules: a value is
+// substituted into that one variable, and a variable whose placeholder has
+// no value is left out of the environment. The environment is how a secret
+// reaches a command without showing in its /proc/PID/cmdline.
 func (c *Command) Bind(values map[string]string) (Invocation, error) {
 	// Sorted, so that a request with several problems always gets the same
 	// answer.
@@ -210,6 +277,15 @@ func (c *Command) Bind(values map[string]string) (Invocation, error) {
 		}
 	}
 
+	envTmpl := c.envTmpl
+	if envTmpl == nil && len(c.Env) > 0 {
+		var err error
+		if envTmpl, err = c.envTemplates(); err != nil {
+			return Invocation{}, fmt.Errorf("command %q: %w", c.Name, err)
+		}
+	}
+	env := c.environ(envTmpl, effective)
+
 	shown := make(map[string]string, len(effective))
 	for name, v := range effective {
 		if c.Param(name).Secret {
@@ -217,7 +293,7 @@ func (c *Command) Bind(values map[string]string) (Invocation, error) {
 		}
 		shown[name] = v
 	}
-	return Invocation{Argv: argv, Params: shown}, nil
+	return Invocation{Argv: argv, Env: env, Params: shown}, nil
 }
 
 // display shows text from the file or a client as it is, unless it holds

@@ -135,7 +135,7 @@ func TestLoadFull(t *testing.T) {
 		CPUMax:    1.5,
 	}
 	got := *dd
-	got.Params, got.tmpl = nil, nil
+	got.Params, got.tmpl, got.envTmpl = nil, nil, nil
 	if !reflect.DeepEqual(&got, wantDD) {
 		t.Errorf("commands.dd =\n%+v\nwant\n%+v", got, *wantDD)
 	}

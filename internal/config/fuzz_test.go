@@ -17,6 +17,7 @@ import (
 const fuzzConfig = `commands:
   f:
     argv: [/bin/echo, lit, "--s={s}", "{n}", "x{b}y", "{e}/{o}", "{{{p}}}"]
+    env: {F_S: "<{s}>", F_O: "{o}", F_L: "{{x}}"}
     params:
       s: {max_len: 64}
       n: {type: int, min: -5, max: 100, default: "7"}
@@ -146,6 +147,19 @@ func FuzzBind(f *testing.F) {
 		}
 		if !slices.Equal(inv.Argv, want) {
 			t.Fatalf("Bind(%q) = %q, want %q", values, inv.Argv, want)
+		}
+		// Likewise each value is inside exactly its variable, which is
+		// left out when the value is.
+		wantEnv := []string{"F_L={x}"}
+		if v, ok := eff["o"]; ok {
+			wantEnv = append(wantEnv, "F_O="+v)
+		}
+		if v, ok := eff["s"]; ok {
+			wantEnv = append(wantEnv, "F_S=<"+v+">")
+		}
+		wantEnv = append(wantEnv, "PATH="+cmd.childPath())
+		if !slices.Equal(inv.Env, wantEnv) {
+			t.Fatalf("Bind(%q).Env = %q, want %q", values, inv.Env, wantEnv)
 		}
 		if v, ok := inv.Params["o"]; ok && v != "***" {
 			t.Fatalf("Bind(%q).Params[o] = %q, want it masked", values, v)

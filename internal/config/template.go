@@ -6,9 +6,10 @@ import (
 	"strings"
 )
 
-// An argv element is parsed once, at load time, into segments: literal text
-// and placeholders. Rendering only concatenates, so a value can never be
-// re-interpreted, split or expanded: it becomes part of exactly one argument.
+// An argv element or env value is parsed once, at load time, into segments:
+// literal text and placeholders. Rendering only concatenates, so a value can
+// never be re-interpreted, split or expanded: it becomes part of exactly one
+// argument or variable.
 
 // segment is literal text, or a placeholder when param is set.
 type segment struct {
@@ -93,6 +94,26 @@ func checkElement(i int, el element, lookup func(string) *Param) error {
 		}
 	}
 	return nil
+}
+
+// parseEnvValue parses the value of the environment variable name and
+// checks that each placeholder names a declared parameter. PATH may hold
+// none: the program is looked up in it at load time, and a client must not
+// choose where programs are found.
+func parseEnvValue(name, v string, lookup func(string) *Param) (element, error) {
+	el, err := parseElement(v)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range el.params() {
+		if name == "PATH" {
+			return nil, fmt.Errorf("must not contain a placeholder; the program is looked up in PATH at load time")
+		}
+		if lookup(p) == nil {
+			return nil, fmt.Errorf("placeholder {%s} names no declared parameter", p)
+		}
+	}
+	return el, nil
 }
 
 // literal is the element's text when it has no placeholder.

@@ -23,6 +23,7 @@ type stop struct {
 type Job struct {
 	reg      *Registry
 	cmd      *config.Command
+	env      []string // the child's environment, as Bind rendered it
 	detached bool
 	stdin    io.Reader
 

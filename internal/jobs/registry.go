@@ -161,6 +161,7 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 	j := &Job{
 		reg:      r,
 		cmd:      req.Command,
+		env:      req.Invocation.Env,
 		detached: req.Detached,
 		stdin:    req.Stdin,
 		admitted: make(chan struct{}),
@@ -348,10 +349,14 @@ func (r *Registry) jobLog(j *Job) zerolog.Logger {
 // A process that cannot start ends the job as failed. The error says the
 // process runs but its record could not be stored.
 func (j *Job) start(log zerolog.Logger, argv []string) error {
+	env := j.env
+	if env == nil { // an Invocation not made by Bind
+		env = j.cmd.Environ()
+	}
 	spec := runner.Spec{
 		Argv:      argv,
 		Dir:       j.cmd.Dir,
-		Env:       j.cmd.Environ(),
+		Env:       env,
 		Stdin:     j.stdin,
 		Stdout:    j.stdout,
 		Stderr:    j.stderr,
