@@ -732,3 +732,60 @@ func sendRaw(addr string, req badRequest) (int, string) {
 	}
 	return readAnswer(resp)
 }
+
+// The demo's case: an open gateway on loopback. A web page the operator
+// visits can make the browser POST to it, or read it through DNS
+// rebinding; the gateway refuses both and starts nothing.
+func TestCrossSiteRefusedEndToEnd(t *testing.T) {
+	g := startGateway(t, `
+commands:
+  echo:
+    argv: ["echo", "{text}"]
+    params:
+      text: {max_len: 100}
+`)
+	host := strings.TrimPrefix(g.URL, "http://")
+	_, port, _ := net.SplitHostPort(host)
+	for _, tc := range []struct {
+		name   string
+		method string
+		path   string
+		header []string
+		want   int
+	}{
+		{"form post from another site", "POST", "/v1/commands/echo/run?text=pwned", []string{"Origin", "http://evil.example", "Sec-Fetch-Site", "cross-site", "Content-Type", "application/x-www-form-urlencoded"}, 403},
+		{"rebinding read of the jobs", "GET", "/v1/jobs", []string{"Host", "evil.example:" + port}, 403},
+		{"rebinding read of the metrics", "GET", "/metrics", []string{"Host", "evil.example:" + port}, 403},
+		{"the gateway's own page", "POST", "/v1/commands/echo/run?text=ok", []string{"Origin", "http://" + host, "Sec-Fetch-Site", "same-origin"}, 200},
+		{"curl", "GET", "/v1/jobs", nil, 200},
+	} {
+		req, err := http.NewRequest(tc.method, g.URL+tc.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(tc.header); i += 2 {
+			if tc.header[i] == "Host" {
+				req.Host = tc.header[i+1]
+			} else {
+				req.Header.Set(tc.header[i], tc.header[i+1])
+			}
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: %d %s, want %d", tc.name, resp.StatusCode, body, tc.want)
+		}
+		if tc.want == 403 && !strings.Contains(string(body), `"code":"permission_denied"`) {
+			t.Errorf("%s: %s, want permission_denied", tc.name, body)
+		}
+	}
+	_, body := g.do("GET", "/v1/jobs", nil)
+	if strings.Contains(string(body), "pwned") {
+		t.Errorf("a cross-site run started a job: %s", body)
+	}
+	g.stop()
+}

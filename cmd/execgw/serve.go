@@ -130,13 +130,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 
 	var ready atomic.Bool
 	h := handler.New(handler.Options{
-		Config:   cfg,
-		Jobs:     registry,
-		Log:      log,
-		Metrics:  metrics,
-		Activity: idle,
-		Ready:    ready.Load,
-		SpoolDir: spoolDir,
+		Config:      cfg,
+		Jobs:        registry,
+		Log:         log,
+		Metrics:     metrics,
+		Activity:    idle,
+		Ready:       ready.Load,
+		SpoolDir:    spoolDir,
+		ListenAddrs: listenAddrs(lns),
 	})
 
 	log.Info().
@@ -263,4 +264,14 @@ func closeAll(lns []net.Listener) {
 	for _, ln := range lns {
 		_ = ln.Close()
 	}
+}
+
+// listenAddrs are the addresses the gateway listens on, systemd's sockets
+// included.
+func listenAddrs(lns []net.Listener) []string {
+	addrs := make([]string, len(lns))
+	for i, ln := range lns {
+		addrs[i] = ln.Addr().String()
+	}
+	return addrs
 }

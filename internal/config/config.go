@@ -12,9 +12,12 @@ package config
 import (
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -46,10 +49,14 @@ type Config struct {
 	MaxBody       int64         // default 100MiB
 	OutputLimit   int64         // default 16MiB, per stream per job
 	Retention     time.Duration // default 168h; 0 keeps ended jobs forever
-	Auth          Auth
-	Limits        Limits
-	Cgroup        Cgroup
-	Commands      map[string]*Command // at least one
+	// AllowedHosts are the Host header values served, each a host (any
+	// port) or host:port; empty: the default of handler's cross-site
+	// guard (loopback names without tokens, any with them).
+	AllowedHosts []string
+	Auth         Auth
+	Limits       Limits
+	Cgroup       Cgroup
+	Commands     map[string]*Command // at least one
 }
 
 // CommandNames returns the names of the configured commands, sorted.
@@ -147,4 +154,35 @@ func defaults(file string) *Config {
 		},
 		Commands: map[string]*Command{},
 	}
+}
+
+// ValidHost reports whether s can be an allowed_hosts entry: a host name,
+// an IPv4 address or a bracketed IPv6 address, with or without a port.
+func ValidHost(s string) bool {
+	host, port := s, ""
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		host, port = h, p
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return false
+		}
+		if strings.HasPrefix(s, "[") { // IPv6, bracketed
+			return strings.Contains(host, ":") && net.ParseIP(host) != nil
+		}
+	} else if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		return net.ParseIP(s[1:len(s)-1]) != nil
+	}
+	if host == "" || len(host) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -52,10 +52,23 @@ var configKeys = table[configDoc]{
 	"max_body":       func(p *parser, f field, d *configDoc) { p.size(f, 1, &d.cfg.MaxBody) },
 	"output_limit":   func(p *parser, f field, d *configDoc) { p.size(f, 1, &d.cfg.OutputLimit) },
 	"retention":      func(p *parser, f field, d *configDoc) { p.duration(f, &d.cfg.Retention) },
-	"auth":           func(p *parser, f field, d *configDoc) { decode(p, f.val, f.path, authKeys, &d.cfg.Auth) },
-	"limits":         func(p *parser, f field, d *configDoc) { decode(p, f.val, f.path, limitsKeys, &d.cfg.Limits) },
-	"cgroup":         func(p *parser, f field, d *configDoc) { decode(p, f.val, f.path, cgroupKeys, &d.cfg.Cgroup) },
-	"commands":       keep(func(d *configDoc) **field { return &d.commands }),
+	"allowed_hosts": func(p *parser, f field, d *configDoc) {
+		for _, it := range p.items(f) {
+			host, ok := p.text(it.node, it.path)
+			if !ok {
+				continue
+			}
+			if !ValidHost(host) {
+				p.errorf(it.node, it.path, "%q is not a host or host:port (such as gw.example.com, 10.0.0.5:8080 or [::1]:8080)", host)
+				continue
+			}
+			d.cfg.AllowedHosts = append(d.cfg.AllowedHosts, strings.ToLower(host))
+		}
+	},
+	"auth":     func(p *parser, f field, d *configDoc) { decode(p, f.val, f.path, authKeys, &d.cfg.Auth) },
+	"limits":   func(p *parser, f field, d *configDoc) { decode(p, f.val, f.path, limitsKeys, &d.cfg.Limits) },
+	"cgroup":   func(p *parser, f field, d *configDoc) { decode(p, f.val, f.path, cgroupKeys, &d.cfg.Cgroup) },
+	"commands": keep(func(d *configDoc) **field { return &d.commands }),
 }
 
 // parse is the whole of Parse after the path is known.

@@ -42,6 +42,11 @@ func errInvalid(format string, args ...any) error {
 	return &apiError{status: http.StatusBadRequest, code: codeInvalidArgument, message: fmt.Sprintf(format, args...)}
 }
 
+// errCrossSite refuses what a page on another site made a browser send.
+func errCrossSite(format string, args ...any) error {
+	return &apiError{status: http.StatusForbidden, code: codePermissionDenied, message: fmt.Sprintf(format, args...)}
+}
+
 func errNotFound(format string, args ...any) error {
 	return &apiError{status: http.StatusNotFound, code: codeNotFound, message: fmt.Sprintf(format, args...)}
 }

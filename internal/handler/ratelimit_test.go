@@ -222,6 +222,7 @@ func TestRateLimitPerAddress(t *testing.T) {
 	h := New(Options{Config: cfg, Log: zerolog.Nop(), Metrics: prometheus.NewRegistry()})
 	status := func(remote string) int {
 		req := httptest.NewRequest("GET", "/v1/nothing", nil)
+		req.Host = "localhost" // httptest's example.com is no host of this gateway
 		req.RemoteAddr = remote
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)

@@ -45,6 +45,10 @@ type Options struct {
 	// SpoolDir holds request bodies of stdin jobs until their
 	// process reads them.
 	SpoolDir string
+	// ListenAddrs are the listeners' addresses (host:port): without
+	// allowed_hosts and tokens, the Host values served besides the
+	// loopback names.
+	ListenAddrs []string
 }
 
 type handler struct {
@@ -54,6 +58,7 @@ type handler struct {
 	spoolDir string
 	ready    func() bool
 	limiter  *rateLimiter // nil: no rate limit (limits.rate: 0)
+	hosts    hostPolicy
 }
 
 // New returns the HTTP handler of the whole API.
@@ -65,6 +70,7 @@ func New(opts Options) http.Handler {
 		spoolDir: opts.SpoolDir,
 		ready:    opts.Ready,
 		limiter:  newRateLimiter(opts.Config.Limits, opts.Config.Auth.Tokens, time.Now),
+		hosts:    newHostPolicy(opts.Config, opts.ListenAddrs),
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -72,7 +78,10 @@ func New(opts Options) http.Handler {
 	e.Logger.SetOutput(io.Discard) // Echo's own logger is unused; ours is zerolog
 	// identify resolves the bearer token on every route, for the log line
 	// and the rate limit; authenticate (below) requires one under /v1.
-	e.Use(requestLog(opts.Log, opts.Metrics, opts.Activity), recoverPanic, h.identify, h.limitRate)
+	// sameOrigin refuses cross-site requests before anything else looks
+	// at them, on every route: a page on another site must not even read
+	// /metrics through DNS rebinding.
+	e.Use(requestLog(opts.Log, opts.Metrics, opts.Activity), recoverPanic, h.sameOrigin, h.identify, h.limitRate)
 
 	e.GET("/", h.page)
 	e.GET("/healthz", h.healthz)
