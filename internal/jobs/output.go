@@ -23,6 +23,10 @@ type sink struct {
 	truncated bool
 	storeErr  error
 	live      io.Writer
+	// liveReady is closed once Submit has decided: the live consumer
+	// gets output only from a job Submit accepted, and never waits for a
+	// job Submit refused (whose response never begins).
+	liveReady chan struct{}
 	wrote     func()                    // wakes followers of the stored output
 	failed    func(error)               // told the first storage error, outside mu
 	counted   interface{ Add(float64) } // execgw_output_bytes_total of the stream
@@ -53,11 +57,29 @@ func (s *sink) Write(p []byte) (int, error) {
 		s.wrote()
 	}
 	if s.live != nil {
-		// The live consumer decides itself what a failed write means (it
-		// cancels the job); storing and counting go on regardless.
-		_, _ = s.live.Write(p)
+		<-s.liveReady
+		s.mu.Lock()
+		live := s.live
+		s.mu.Unlock()
+		if live != nil {
+			// The live consumer decides itself what a failed write
+			// means (it cancels the job); storing and counting go on
+			// regardless.
+			_, _ = live.Write(p)
+		}
 	}
 	return len(p), nil
+}
+
+// openLive lets output through to the live consumer, or with keep false
+// drops it from now on.
+func (s *sink) openLive(keep bool) {
+	if !keep {
+		s.mu.Lock()
+		s.live = nil
+		s.mu.Unlock()
+	}
+	close(s.liveReady)
 }
 
 // counts returns the bytes produced so far and whether storage was cut.

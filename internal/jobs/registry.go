@@ -226,7 +226,10 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 		if notStored != nil {
 			// Its process has started, but no answer may acknowledge a
 			// job without a record: it is stopped at once, as a job
-			// canceled, and forgotten.
+			// canceled, and forgotten. Its caller will not take its
+			// output.
+			j.stdout.openLive(false)
+			j.stderr.openLive(false)
 			j.requestStop(stop{state: Canceled})
 		}
 	}
@@ -241,6 +244,8 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 		}
 		return nil, fmt.Errorf("store new job: %w", ErrNotStored)
 	}
+	j.stdout.openLive(true)
+	j.stderr.openLive(true)
 	return j, nil
 }
 
@@ -328,12 +333,13 @@ func (r *Registry) newSink(j *Job, s Stream, live io.Writer) (*sink, error) {
 		return nil, fmt.Errorf("create %s of job %s: %w", s, j.rec.ID, err)
 	}
 	return &sink{
-		file:    f,
-		limit:   r.limits.OutputLimit,
-		live:    live,
-		wrote:   j.outputWritten,
-		counted: r.metrics.output.WithLabelValues(j.rec.Command, string(s)),
-		failed:  func(err error) { j.outputFailed(s, err) },
+		file:      f,
+		limit:     r.limits.OutputLimit,
+		live:      live,
+		wrote:     j.outputWritten,
+		counted:   r.metrics.output.WithLabelValues(j.rec.Command, string(s)),
+		liveReady: make(chan struct{}),
+		failed:    func(err error) { j.outputFailed(s, err) },
 	}, nil
 }
 
