@@ -54,6 +54,8 @@ type handler struct {
 	spoolDir string
 	ready    func() bool
 	limiter  *rateLimiter // nil: no rate limit (limits.rate: 0)
+	docs     *apiDocs     // the OpenAPI documents
+	docsErr  error        // why they could not be built; served as a 500
 }
 
 // New returns the HTTP handler of the whole API.
@@ -66,6 +68,7 @@ func New(opts Options) http.Handler {
 		ready:    opts.Ready,
 		limiter:  newRateLimiter(opts.Config.Limits, opts.Config.Auth.Tokens, time.Now),
 	}
+	h.docs, h.docsErr = newAPIDocs(opts.Config)
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = handleError
@@ -75,6 +78,7 @@ func New(opts Options) http.Handler {
 	e.Use(requestLog(opts.Log, opts.Metrics, opts.Activity), recoverPanic, h.identify, h.limitRate)
 
 	e.GET("/", h.page)
+	e.GET("/ui/:file", h.asset)
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{})))
@@ -91,6 +95,7 @@ func New(opts Options) http.Handler {
 	e.GET("/v1/jobs/:id/events", h.jobEvents, auth)
 	e.POST("/v1/jobs/:id/cancel", h.cancelJob, auth)
 	e.DELETE("/v1/jobs/:id", h.deleteJob, auth)
+	e.GET("/openapi.json", h.openAPI, auth)
 	return e
 }
 
