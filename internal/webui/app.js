@@ -323,6 +323,7 @@ async function runDetached(cmd, params, stdin) {
 // ---- the job list -------------------------------------------------------
 
 let jobsTimer = 0;
+let jobsGeneration = 0; // only the latest listing is shown and polls on
 
 function fmtTime(s) {
   if (!s) return "—";
@@ -341,6 +342,7 @@ function fmtDuration(rec) {
 
 async function refreshJobs() {
   clearTimeout(jobsTimer);
+  const generation = ++jobsGeneration;
   const q = new URLSearchParams({ limit: "50" });
   const state = $("filter-state").value, command = $("filter-command").value;
   if (state) q.set("state", state);
@@ -348,6 +350,7 @@ async function refreshJobs() {
   const tbody = $("jobs").tBodies[0];
   try {
     const body = await api("/v1/jobs?" + q);
+    if (generation !== jobsGeneration) return; // a newer filter or poll has answered or will
     const withNode = body.jobs.some((j) => j.node);
     for (const th of $("jobs").querySelectorAll(".node")) th.hidden = !withNode;
     tbody.replaceChildren(...body.jobs.map((j) => el("tr", { "data-state": j.state, "data-command": j.command },
@@ -359,6 +362,7 @@ async function refreshJobs() {
       el("td", { text: fmtDuration(j) }))));
     $("jobs-empty").hidden = body.jobs.length > 0;
   } catch (e) {
+    if (generation !== jobsGeneration) return;
     tbody.replaceChildren(el("tr", {}, el("td", { colspan: 6, class: "status bad", text: e.message })));
   }
   // Live while the page is open; a hidden tab polls no one.
