@@ -32,7 +32,7 @@ commands:
     argv: [sh, -c, "echo first line; echo to stderr >&2; exec sleep 300"]
   background:
     description: Starts, then waits
-    argv: [sh, -c, "echo started; exec sleep 300"]
+    argv: [sh, -c, "echo started; sleep 1; echo later >&2; exec sleep 300"]
   hello:
     description: Says hello
     argv: [echo, "hello {who}"]
@@ -204,11 +204,15 @@ test("Run in background survives a reload of its view, and Cancel ends it", asyn
   const id = new URL(p.page.url()).hash.split("/")[2];
   const log = p.page.getByRole("log", { name: "Job output" });
   await log.filter({ hasText: "started" }).waitFor();
+  assert.doesNotMatch(await log.textContent(), /later/);
+  await log.filter({ hasText: "later" }).waitFor(); // followed live
   const job = await runningJob(gw, "background");
   assert.equal(job.id, id);
 
   await p.page.reload();
-  await log.filter({ hasText: "started" }).waitFor(); // replayed
+  // Replayed (stdout and stderr each in order; the two streams' replays
+  // are not ordered with each other).
+  await log.filter({ hasText: "started" }).filter({ hasText: "later" }).waitFor();
   assert.equal((await api(gw, "/v1/jobs/" + id)).state, "running", "a reload canceled a detached job");
   assert.ok(groupMembers(job.pgid).length > 0);
   await screenshot(p.page, "job-view");
