@@ -59,6 +59,8 @@ type handler struct {
 	ready    func() bool
 	limiter  *rateLimiter // nil: no rate limit (limits.rate: 0)
 	hosts    hostPolicy
+	docs     *apiDocs // the OpenAPI documents
+	docsErr  error    // why they could not be built; served as a 500
 }
 
 // New returns the HTTP handler of the whole API.
@@ -72,6 +74,7 @@ func New(opts Options) http.Handler {
 		limiter:  newRateLimiter(opts.Config.Limits, opts.Config.Auth.Tokens, time.Now),
 		hosts:    newHostPolicy(opts.Config, opts.ListenAddrs),
 	}
+	h.docs, h.docsErr = newAPIDocs(opts.Config)
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = handleError
@@ -84,6 +87,7 @@ func New(opts Options) http.Handler {
 	e.Use(requestLog(opts.Log, opts.Metrics, opts.Activity), recoverPanic, h.sameOrigin, h.identify, h.limitRate)
 
 	e.GET("/", h.page)
+	e.GET("/ui/:file", h.asset)
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{})))
@@ -100,6 +104,7 @@ func New(opts Options) http.Handler {
 	e.GET("/v1/jobs/:id/events", h.jobEvents, auth)
 	e.POST("/v1/jobs/:id/cancel", h.cancelJob, auth)
 	e.DELETE("/v1/jobs/:id", h.deleteJob, auth)
+	e.GET("/openapi.json", h.openAPI, auth)
 	return e
 }
 
