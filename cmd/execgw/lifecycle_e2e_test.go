@@ -86,7 +86,7 @@ func TestShutdownLetsBoundRunFinish(t *testing.T) {
 		c.Close()
 		t.Errorf("a new connection was accepted while draining")
 	}
-	if _, err := io.WriteString(early, "Host: x\r\nContent-Length: 0\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(early, "Host: localhost\r\nContent-Length: 0\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(early), nil)
@@ -341,7 +341,7 @@ func TestIdleExitUnderSocketActivation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer idleConn.Close()
-	if _, err := io.WriteString(idleConn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(idleConn, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	if resp, err := http.ReadResponse(bufio.NewReader(idleConn), nil); err != nil || resp.StatusCode != 200 {

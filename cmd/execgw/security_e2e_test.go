@@ -349,7 +349,7 @@ func TestConnectionLimit(t *testing.T) {
 		}
 		held = append(held, c)
 		// An answer proves the connection was accepted; keep-alive holds it.
-		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -363,7 +363,7 @@ func TestConnectionLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer third.Close()
-	if _, err := io.WriteString(third, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(third, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	_ = third.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
@@ -711,7 +711,7 @@ func sendRaw(addr string, req badRequest) (int, string) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: gateway\r\n", req.method, req.target)
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: localhost\r\n", req.method, req.target)
 	hasLength := false
 	for _, h := range req.header {
 		fmt.Fprintf(&b, "%s: %s\r\n", h[0], h[1])

@@ -523,7 +523,7 @@ func TestStreamStdinOverMaxBody(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		fmt.Fprintf(conn, "POST /v1/commands/wc/run HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 2*mib)
+		fmt.Fprintf(conn, "POST /v1/commands/wc/run HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n", 2*mib)
 		_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 		if err != nil {
@@ -655,7 +655,7 @@ func TestStdinUnreadClientDisconnects(t *testing.T) {
 	defer conn.Close()
 	// Far more than the pipe holds, and less than announced: the client
 	// is still sending when it leaves.
-	if _, err := fmt.Fprintf(conn, "POST /v1/commands/ignore/run HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n", 64*mib); err != nil {
+	if _, err := fmt.Fprintf(conn, "POST /v1/commands/ignore/run HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n", 64*mib); err != nil {
 		t.Fatal(err)
 	}
 	started := decode[jobLine](t, []byte(g.waitLog(`"message":"job started"`, 10*time.Second)))

@@ -188,7 +188,7 @@ func FuzzRawRequest(f *testing.F) {
 		}
 		defer conn.Close()
 		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-		req := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\nAuthorization: Bearer %s\r\nContent-Type: %s\r\nAccept: %s\r\nContent-Length: %d\r\n\r\n",
+		req := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer %s\r\nContent-Type: %s\r\nAccept: %s\r\nContent-Length: %d\r\n\r\n",
 			method, target, token, contentType, accept, len(body))
 		if _, err := io.WriteString(conn, req); err != nil {
 			return // the server refused the bytes so far: no answer to judge

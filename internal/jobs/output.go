@@ -49,6 +49,7 @@ func (s *sink) Write(p []byte) (int, error) {
 			s.storeErr, s.truncated, failed = err, true, err
 		}
 	}
+	hasLive := s.live != nil
 	s.mu.Unlock()
 	if failed != nil {
 		s.failed(failed)
@@ -56,7 +57,7 @@ func (s *sink) Write(p []byte) (int, error) {
 	if len(keep) > 0 {
 		s.wrote()
 	}
-	if s.live != nil {
+	if hasLive {
 		<-s.liveReady
 		s.mu.Lock()
 		live := s.live

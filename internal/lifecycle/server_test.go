@@ -234,7 +234,7 @@ func TestRunShutdownOrder(t *testing.T) {
 		t.Errorf("a new connection was accepted after STOPPING=1")
 	}
 	<-h.refused
-	if _, err := io.WriteString(early, "Host: x\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(early, "Host: localhost\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(early), nil)
