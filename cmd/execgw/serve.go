@@ -129,6 +129,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	var ready atomic.Bool
+	addrs := make([]net.Addr, len(lns))
+	for i, ln := range lns {
+		addrs[i] = ln.Addr()
+	}
 	h := handler.New(handler.Options{
 		Config:   cfg,
 		Jobs:     registry,
@@ -137,6 +141,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Activity: idle,
 		Ready:    ready.Load,
 		SpoolDir: spoolDir,
+		// Under socket activation these are systemd's sockets, not listen.
+		ListenAddrs: addrs,
 	})
 
 	log.Info().

@@ -46,10 +46,14 @@ type Config struct {
 	MaxBody       int64         // default 100MiB
 	OutputLimit   int64         // default 16MiB, per stream per job
 	Retention     time.Duration // default 168h; 0 keeps ended jobs forever
-	Auth          Auth
-	Limits        Limits
-	Cgroup        Cgroup
-	Commands      map[string]*Command // at least one
+	// AllowedHosts ("allowed_hosts") are the Host header values served, as
+	// written: "host" (any port) or "host:port". Empty: the handler's
+	// default (loopback names and the listeners without tokens, any with).
+	AllowedHosts []string
+	Auth         Auth
+	Limits       Limits
+	Cgroup       Cgroup
+	Commands     map[string]*Command // at least one
 }
 
 // CommandNames returns the names of the configured commands, sorted.

@@ -539,6 +539,14 @@ func (p *parser) config(root *yaml.Node, cfg *Config) {
 			p.size(f, 1, &cfg.OutputLimit)
 		case "retention":
 			p.duration(f, &cfg.Retention)
+		case "allowed_hosts":
+			for i, n := range p.seq(f.val, f.path) {
+				if h, ok := p.text(n, index(f.path, i)); ok && (h == "" || strings.ContainsAny(h, " \t/")) {
+					p.errorf(n, index(f.path, i), "must be a host name or address, with an optional :port")
+				} else if ok {
+					cfg.AllowedHosts = append(cfg.AllowedHosts, h)
+				}
+			}
 		case "auth":
 			p.auth(f, &cfg.Auth)
 		case "limits":

@@ -54,6 +54,12 @@ func errTooLarge(limit int64) error {
 	}
 }
 
+// errCrossSite refuses a request a foreign web page may have sent; the
+// message says which header gave it away.
+func errCrossSite(message string) error {
+	return &apiError{status: http.StatusForbidden, code: codePermissionDenied, message: message}
+}
+
 // errorBody is the JSON every error answers with.
 type errorBody struct {
 	Error struct {

@@ -221,7 +221,9 @@ func TestRateLimitPerAddress(t *testing.T) {
 	}
 	h := New(Options{Config: cfg, Log: zerolog.Nop(), Metrics: prometheus.NewRegistry()})
 	status := func(remote string) int {
-		req := httptest.NewRequest("GET", "/v1/nothing", nil)
+		// httptest's default Host, example.com, is not one an open
+		// gateway answers to.
+		req := httptest.NewRequest("GET", "http://localhost/v1/nothing", nil)
 		req.RemoteAddr = remote
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)

@@ -6,6 +6,7 @@ package handler
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"time"
 
@@ -42,6 +43,9 @@ type Options struct {
 	Metrics  *prometheus.Registry
 	Activity Activity    // nil: not counted
 	Ready    func() bool // false while draining
+	// ListenAddrs are the addresses the gateway listens on (systemd's
+	// sockets under activation): Host values it answers to by default.
+	ListenAddrs []net.Addr
 	// SpoolDir holds request bodies of stdin jobs until their
 	// process reads them.
 	SpoolDir string
@@ -72,7 +76,8 @@ func New(opts Options) http.Handler {
 	e.Logger.SetOutput(io.Discard) // Echo's own logger is unused; ours is zerolog
 	// identify resolves the bearer token on every route, for the log line
 	// and the rate limit; authenticate (below) requires one under /v1.
-	e.Use(requestLog(opts.Log, opts.Metrics, opts.Activity), recoverPanic, h.identify, h.limitRate)
+	hosts := hostRules(opts.Config.AllowedHosts, len(opts.Config.Auth.Tokens) > 0, opts.ListenAddrs)
+	e.Use(requestLog(opts.Log, opts.Metrics, opts.Activity), recoverPanic, refuseCrossSite(hosts), h.identify, h.limitRate)
 
 	e.GET("/", h.page)
 	e.GET("/healthz", h.healthz)
