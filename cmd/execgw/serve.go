@@ -43,12 +43,12 @@ func releaseMemory() {
 	debug.FreeOSMemory()
 }
 
-func serve(ctx context.Context, args []string, stderr io.Writer) error {
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "config.yaml", "configuration file")
-	if err := fs.Parse(args); err != nil {
-		return exitCode(2)
+	if ok, err := parseFlags(fs, args, stdout); !ok {
+		return err
 	}
 	cfg, err := config.Load(*configPath)
 	if err != nil {
