@@ -105,7 +105,7 @@ func (h *handler) healthz(c echo.Context) error {
 
 func (h *handler) readyz(c echo.Context) error {
 	if h.ready != nil && !h.ready() {
-		return &apiError{status: http.StatusServiceUnavailable, code: codeUnavailable, message: "draining for shutdown"}
+		return newError(codeUnavailable, "draining for shutdown")
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }
