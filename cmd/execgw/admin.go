@@ -18,8 +18,8 @@ func check(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "config.yaml", "configuration file")
-	if err := fs.Parse(args); err != nil {
-		return exitCode(2)
+	if ok, err := parseFlags(fs, args, stdout); !ok {
+		return err
 	}
 	cfg, err := config.Load(*configPath)
 	if err != nil {
@@ -49,8 +49,8 @@ func token(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	name := fs.String("name", "client", "name of the token in logs and job records")
-	if err := fs.Parse(args); err != nil {
-		return exitCode(2)
+	if ok, err := parseFlags(fs, args, stdout); !ok {
+		return err
 	}
 	// The name goes into a YAML line to paste: one the config would reject,
 	// or that breaks out of the flow mapping, must not be printed.

@@ -11,6 +11,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -58,22 +59,50 @@ const usage = `usage:
 // passed in, so tests can call it.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	sub := "serve"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	if len(args) > 0 && isHelp(args[0]) {
+		sub = "help"
+	} else if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		sub, args = args[0], args[1:]
 	}
 	switch sub {
 	case "serve":
-		return serve(ctx, args, stderr)
+		return serve(ctx, args, stdout, stderr)
 	case "check":
 		return check(args, stdout, stderr)
 	case "token":
 		return token(args, stdout, stderr)
 	case "run", "jobs", "logs", "cancel":
 		return client(ctx, sub, args, getenv, stdout, stderr)
-	case "help", "-h", "--help":
+	case "help":
 		_, err := io.WriteString(stdout, usage)
 		return err
 	}
 	_, _ = io.WriteString(stderr, usage)
 	return exitCode(2)
+}
+
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help"
+}
+
+// parseFlags parses a subcommand's flags. Help asked for is no error: the
+// flags go to stdout and ok is false with a nil error, so the caller
+// stops and the exit status is 0. A bad flag is reported on fs's output
+// (stderr) and exits 2.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (ok bool, err error) {
+	stderr := fs.Output()
+	fs.SetOutput(io.Discard)
+	err = fs.Parse(args)
+	fs.SetOutput(stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return false, nil
+	case err != nil:
+		fmt.Fprintf(stderr, "execgw %s: %v\n", fs.Name(), err)
+		fs.Usage()
+		return false, exitCode(2)
+	}
+	return true, nil
 }

@@ -43,12 +43,12 @@ func releaseMemory() {
 	debug.FreeOSMemory()
 }
 
-func serve(ctx context.Context, args []string, stderr io.Writer) error {
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "config.yaml", "configuration file")
-	if err := fs.Parse(args); err != nil {
-		return exitCode(2)
+	if ok, err := parseFlags(fs, args, stdout); !ok {
+		return err
 	}
 	cfg, err := config.Load(*configPath)
 	if err != nil {
@@ -129,15 +129,20 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	var ready atomic.Bool
+	addrs := make([]net.Addr, len(lns))
+	for i, ln := range lns {
+		addrs[i] = ln.Addr()
+	}
 	h := handler.New(handler.Options{
-		Config:      cfg,
-		Jobs:        registry,
-		Log:         log,
-		Metrics:     metrics,
-		Activity:    idle,
-		Ready:       ready.Load,
-		SpoolDir:    spoolDir,
-		ListenAddrs: listenAddrs(lns),
+		Config:   cfg,
+		Jobs:     registry,
+		Log:      log,
+		Metrics:  metrics,
+		Activity: idle,
+		Ready:    ready.Load,
+		SpoolDir: spoolDir,
+		// Under socket activation these are systemd's sockets, not listen.
+		ListenAddrs: addrs,
 	})
 
 	log.Info().
@@ -264,14 +269,4 @@ func closeAll(lns []net.Listener) {
 	for _, ln := range lns {
 		_ = ln.Close()
 	}
-}
-
-// listenAddrs are the addresses the gateway listens on, systemd's sockets
-// included.
-func listenAddrs(lns []net.Listener) []string {
-	addrs := make([]string, len(lns))
-	for i, ln := range lns {
-		addrs[i] = ln.Addr().String()
-	}
-	return addrs
 }

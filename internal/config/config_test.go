@@ -677,3 +677,27 @@ func TestErrorsAreOneLinePerProblem(t *testing.T) {
 		t.Errorf("Load(%q) = %v, want %q", file, err, want)
 	}
 }
+
+// TestAllowedHostsLoad: the list is kept; an entry that cannot be a Host
+// header value is reported with its line.
+func TestAllowedHostsLoad(t *testing.T) {
+	file := writeConfig(t, `allowed_hosts: [gw.example, "gw.example:8443", "[::1]"]
+commands:
+  x: {argv: [/bin/echo]}
+`)
+	cfg, err := Load(file)
+	if err != nil {
+		t.Fatalf("Load(%q) = %v", file, err)
+	}
+	if want := []string{"gw.example", "gw.example:8443", "[::1]"}; !slices.Equal(cfg.AllowedHosts, want) {
+		t.Errorf("AllowedHosts = %q, want %q", cfg.AllowedHosts, want)
+	}
+	file = writeConfig(t, `allowed_hosts: [ok.example, "http://gw.example/"]
+commands:
+  x: {argv: [/bin/echo]}
+`)
+	_, err = Load(file)
+	if want := file + `:1: allowed_hosts[1]: "http://gw.example/" is not a host or host:port`; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("Load(%q) = %v, want prefix %q", file, err, want)
+	}
+}

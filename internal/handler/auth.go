@@ -3,7 +3,6 @@ package handler
 import (
 	"crypto/sha256"
 	"crypto/subtle"
-	"net/http"
 	"path"
 	"strings"
 
@@ -94,7 +93,7 @@ func unauthenticated(c echo.Context, rfcError, msg string) error {
 		challenge += `, error="` + rfcError + `"`
 	}
 	c.Response().Header().Set("WWW-Authenticate", challenge)
-	return &apiError{status: http.StatusUnauthorized, code: codeUnauthenticated, message: msg}
+	return newError(codeUnauthenticated, msg)
 }
 
 // matchToken compares the token's hash with every configured one in
@@ -132,12 +131,6 @@ func mayRun(tok *config.Token, command string) bool {
 		}
 	}
 	return false
-}
-
-func errPermission(format string, args ...any) error {
-	e := errInvalid(format, args...).(*apiError)
-	e.status, e.code = http.StatusForbidden, codePermissionDenied
-	return e
 }
 
 // authorizeJob fetches the job the route names and checks that the token

@@ -30,8 +30,8 @@ const tokenNameKey = "execgw.token"
 func requestLog(base zerolog.Logger, reg prometheus.Registerer, activity Activity) echo.MiddlewareFunc {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "execgw_http_requests_total",
-		Help: "HTTP requests, by route and status.",
-	}, []string{"route", "status"})
+		Help: "HTTP requests, by status code, method and route pattern.",
+	}, []string{"code", "method", "route"})
 	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "execgw_http_request_duration_seconds",
 		Help:    "HTTP request latency, by route.",
@@ -66,7 +66,10 @@ func requestLog(base zerolog.Logger, reg prometheus.Registerer, activity Activit
 				status = 499 // the client went away before any answer
 			}
 			route := c.Path()
-			requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+			if route == "" {
+				route = unmatchedRoute // never the raw path: labels stay bounded
+			}
+			requests.WithLabelValues(strconv.Itoa(status), metricMethod(req.Method), route).Inc()
 			latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
 			ev := log.Info()
 			if status >= 500 && status != 499 {
@@ -88,6 +91,20 @@ func requestLog(base zerolog.Logger, reg prometheus.Registerer, activity Activit
 			return nil
 		}
 	}
+}
+
+// unmatchedRoute is the route label of a request no route matched.
+const unmatchedRoute = "unmatched"
+
+// metricMethod bounds the method label: any method a client invents would
+// otherwise be a new series.
+func metricMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
 }
 
 func remoteIP(req *http.Request) string {

@@ -1,110 +1,125 @@
 package handler
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
 
 	"github.com/labstack/echo/v4"
-
-	"github.com/execgw/execgw/internal/config"
 )
 
-// hostPolicy says which Host header values the gateway answers to. A page
-// on another site can make the operator's browser send requests to the
-// gateway; with DNS rebinding such a page can even read the answers, but
-// its requests then carry the attacker's host name, which is refused here.
-type hostPolicy struct {
-	any       bool            // every host (tokens configured, no allowed_hosts)
-	hosts     map[string]bool // hosts served on any port
-	hostPorts map[string]bool // host:port pairs
+// hostRule is one Host header value the gateway answers to: a host on
+// any port when port is empty, else that host on that port.
+type hostRule struct {
+	host, port string
 }
 
-// newHostPolicy builds the policy of allowed_hosts; without it, the
-// default: with tokens every host (a request needs a token anyway, which a
-// foreign page does not have), without them the loopback names and the
-// listeners' own addresses.
-func newHostPolicy(cfg *config.Config, listenAddrs []string) hostPolicy {
-	p := hostPolicy{hosts: map[string]bool{}, hostPorts: map[string]bool{}}
-	entries := cfg.AllowedHosts
-	if len(entries) == 0 {
-		if len(cfg.Auth.Tokens) > 0 {
-			return hostPolicy{any: true}
-		}
-		entries = append([]string{"localhost", "127.0.0.1", "[::1]"}, listenAddrs...)
+// hostRules are the Host values served: allowed_hosts when configured;
+// else, without tokens, the listeners' own addresses and the loopback
+// names; with tokens, any (nil). Without tokens a foreign Host can only be
+// a DNS-rebinding page reaching a loopback gateway through its own name.
+func hostRules(allowed []string, tokens bool, listeners []net.Addr) []hostRule {
+	var rules []hostRule
+	for _, h := range allowed {
+		rules = append(rules, splitHost(h))
 	}
-	for _, e := range entries {
-		e = strings.ToLower(e)
-		if _, _, err := net.SplitHostPort(e); err == nil {
-			p.hostPorts[e] = true
-		} else {
-			p.hosts[e] = true
+	if len(rules) > 0 || tokens {
+		return rules
+	}
+	for _, h := range []string{"localhost", "127.0.0.1", "[::1]"} {
+		rules = append(rules, splitHost(h))
+	}
+	for _, a := range listeners {
+		if tcp, ok := a.(*net.TCPAddr); ok {
+			rules = append(rules, splitHost(tcp.String()))
 		}
 	}
-	return p
+	return rules
 }
 
-// allows reports whether a request with this Host header is served.
-func (p hostPolicy) allows(host string) bool {
-	if p.any {
+// splitHost splits "host", "host:port", "[v6]" or "[v6]:port", lower-case
+// and without brackets.
+func splitHost(v string) hostRule {
+	v = strings.ToLower(v)
+	if h, p, err := net.SplitHostPort(v); err == nil {
+		return hostRule{host: h, port: p}
+	}
+	return hostRule{host: strings.TrimSuffix(strings.TrimPrefix(v, "["), "]")}
+}
+
+func hostAllowed(rules []hostRule, host string) bool {
+	if rules == nil {
 		return true
 	}
-	host = strings.ToLower(host)
-	name, port, err := net.SplitHostPort(host)
-	if err != nil { // no port: the scheme's default
-		name, port = strings.Trim(host, "[]"), "80"
+	got := splitHost(host)
+	for _, r := range rules {
+		if r.host == got.host && (r.port == "" || r.port == got.port) {
+			return true
+		}
 	}
-	bracketed := name
-	if strings.Contains(name, ":") {
-		bracketed = "[" + name + "]"
-	}
-	return p.hosts[bracketed] || p.hostPorts[net.JoinHostPort(name, port)]
+	return false
 }
 
-// sameOrigin refuses what a web page on another origin could make a
-// browser send: a request whose Host the gateway does not answer to (DNS
-// rebinding), whose Origin is not the gateway's own, or that the browser
-// itself marks as cross-site. Clients other than browsers send neither
-// Origin nor Sec-Fetch-Site, and pass on their Host alone.
-func (h *handler) sameOrigin(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		req := c.Request()
-		if !h.hosts.allows(req.Host) {
-			return errCrossSite("host %q is not one this gateway answers to (allowed_hosts)", truncate(req.Host, 100))
+// refuseCrossSite answers 403 to a request a web page of another origin
+// made the operator's browser send, and to one whose Host the gateway does
+// not answer to (DNS rebinding), on every route, tokens or not. A request
+// without Origin and Sec-Fetch-Site is not a browser's and passes the
+// origin check.
+func refuseCrossSite(rules []hostRule) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			req := c.Request()
+			if !hostAllowed(rules, req.Host) {
+				return errCrossSite(fmt.Sprintf("Host %q is not one this gateway answers to (allowed_hosts); a web page reached through another name may not use it", req.Host))
+			}
+			if req.Header.Get("Sec-Fetch-Site") == "cross-site" {
+				return errCrossSite("cross-site request refused (Sec-Fetch-Site: cross-site): a web page of another site may not use this gateway")
+			}
+			if origin := req.Header.Get("Origin"); origin != "" {
+				if own := ownOrigin(req); !sameOrigin(origin, own) {
+					return errCrossSite(fmt.Sprintf("cross-origin request refused: Origin %q is not this gateway's own (%s)", origin, own))
+				}
+			}
+			return next(c)
 		}
-		if origin := req.Header.Get("Origin"); origin != "" && !isOwnOrigin(origin, req) {
-			return errCrossSite("a request from the web page %q, another origin than the gateway's, is refused", truncate(origin, 100))
-		}
-		if req.Header.Get("Sec-Fetch-Site") == "cross-site" {
-			return errCrossSite("a cross-site request (Sec-Fetch-Site: cross-site) is refused")
-		}
-		return next(c)
 	}
 }
 
-// isOwnOrigin reports whether origin is the gateway's own as the request
-// reached it: same scheme, host and port as the request's Host.
-func isOwnOrigin(origin string, req *http.Request) bool {
-	u, err := url.Parse(origin)
-	if err != nil || u.Path != "" || u.RawQuery != "" {
-		return false // "null" (a sandboxed or file page) among others
-	}
+// ownOrigin is the origin a page served by this request's Host has. Behind
+// a proxy that terminates TLS, X-Forwarded-Proto says the scheme; a page
+// cannot set it cross-origin without a preflight the gateway never grants.
+func ownOrigin(req *http.Request) string {
 	scheme := "http"
-	if req.TLS != nil {
+	if req.TLS != nil || strings.EqualFold(req.Header.Get("X-Forwarded-Proto"), "https") {
 		scheme = "https"
 	}
-	return strings.EqualFold(u.Scheme, scheme) && strings.EqualFold(withPort(u.Host, scheme), withPort(req.Host, scheme))
+	return scheme + "://" + req.Host
 }
 
-// withPort adds the scheme's default port to a host without one.
-func withPort(host, scheme string) string {
-	if _, _, err := net.SplitHostPort(host); err == nil {
-		return host
+// sameOrigin compares scheme, host and port, a missing port being the
+// scheme's default. "null" (sandboxed frames, file: pages) is never equal.
+func sameOrigin(a, b string) bool {
+	ua, err := url.Parse(a)
+	if err != nil || ua.Host == "" {
+		return false
 	}
-	port := "80"
-	if scheme == "https" {
-		port = "443"
+	ub, err := url.Parse(b)
+	if err != nil || ub.Host == "" {
+		return false
 	}
-	return net.JoinHostPort(strings.Trim(host, "[]"), port)
+	return strings.EqualFold(ua.Scheme, ub.Scheme) &&
+		strings.EqualFold(ua.Hostname(), ub.Hostname()) &&
+		originPort(ua) == originPort(ub)
+}
+
+func originPort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if strings.EqualFold(u.Scheme, "https") {
+		return "443"
+	}
+	return "80"
 }

@@ -85,11 +85,7 @@ func (h *handler) readBodyParams(req *http.Request) (map[string]string, error) {
 		var maxBytes *http.MaxBytesError
 		if errors.As(err, &maxBytes) {
 			// Not max_body, which bounds stdin: name the limit that applies.
-			return nil, &apiError{
-				status:  http.StatusRequestEntityTooLarge,
-				code:    codePayloadTooLarge,
-				message: fmt.Sprintf("a JSON parameter body exceeds %d bytes", maxJSONBody),
-			}
+			return nil, newError(codePayloadTooLarge, fmt.Sprintf("a JSON parameter body exceeds %d bytes", maxJSONBody))
 		}
 		return nil, bodyError(err, maxJSONBody)
 	}

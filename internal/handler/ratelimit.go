@@ -3,7 +3,6 @@ package handler
 import (
 	"fmt"
 	"math"
-	"net/http"
 	"net/netip"
 	"sync"
 	"time"
@@ -56,13 +55,10 @@ func (h *handler) limitRate(next echo.HandlerFunc) echo.HandlerFunc {
 		if ok {
 			return next(c)
 		}
-		return &apiError{
-			status: http.StatusTooManyRequests,
-			code:   codeResourceExhausted,
-			message: fmt.Sprintf("rate limit exceeded for %s: limits.rate is %g requests per second with a limits.burst of %d",
+		return errLimited(codeResourceExhausted,
+			fmt.Sprintf("rate limit exceeded for %s: limits.rate is %g requests per second with a limits.burst of %d",
 				who, h.limiter.rate, int(h.limiter.burst)),
-			retryAfter: retryAfterSeconds(wait),
-		}
+			retryAfterSeconds(wait))
 	}
 }
 

@@ -6,6 +6,7 @@ package handler
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"time"
 
@@ -42,13 +43,12 @@ type Options struct {
 	Metrics  *prometheus.Registry
 	Activity Activity    // nil: not counted
 	Ready    func() bool // false while draining
+	// ListenAddrs are the addresses the gateway listens on (systemd's
+	// sockets under activation): Host values it answers to by default.
+	ListenAddrs []net.Addr
 	// SpoolDir holds request bodies of stdin jobs until their
 	// process reads them.
 	SpoolDir string
-	// ListenAddrs are the listeners' addresses (host:port): without
-	// allowed_hosts and tokens, the Host values served besides the
-	// loopback names.
-	ListenAddrs []string
 }
 
 type handler struct {
@@ -58,9 +58,8 @@ type handler struct {
 	spoolDir string
 	ready    func() bool
 	limiter  *rateLimiter // nil: no rate limit (limits.rate: 0)
-	hosts    hostPolicy
-	docs     *apiDocs // the OpenAPI documents
-	docsErr  error    // why they could not be built; served as a 500
+	docs     *apiDocs     // the OpenAPI documents
+	docsErr  error        // why they could not be built; served as a 500
 }
 
 // New returns the HTTP handler of the whole API.
@@ -72,7 +71,6 @@ func New(opts Options) http.Handler {
 		spoolDir: opts.SpoolDir,
 		ready:    opts.Ready,
 		limiter:  newRateLimiter(opts.Config.Limits, opts.Config.Auth.Tokens, time.Now),
-		hosts:    newHostPolicy(opts.Config, opts.ListenAddrs),
 	}
 	h.docs, h.docsErr = newAPIDocs(opts.Config)
 	e := echo.New()
@@ -81,10 +79,11 @@ func New(opts Options) http.Handler {
 	e.Logger.SetOutput(io.Discard) // Echo's own logger is unused; ours is zerolog
 	// identify resolves the bearer token on every route, for the log line
 	// and the rate limit; authenticate (below) requires one under /v1.
-	// sameOrigin refuses cross-site requests before anything else looks
-	// at them, on every route: a page on another site must not even read
+	// Cross-site requests are refused before anything else looks at
+	// them, on every route: a page on another site must not even read
 	// /metrics through DNS rebinding.
-	e.Use(requestLog(opts.Log, opts.Metrics, opts.Activity), recoverPanic, h.sameOrigin, h.identify, h.limitRate)
+	hosts := hostRules(opts.Config.AllowedHosts, len(opts.Config.Auth.Tokens) > 0, opts.ListenAddrs)
+	e.Use(requestLog(opts.Log, opts.Metrics, opts.Activity), recoverPanic, refuseCrossSite(hosts), h.identify, h.limitRate)
 
 	e.GET("/", h.page)
 	e.GET("/ui/:file", h.asset)
@@ -114,7 +113,7 @@ func (h *handler) healthz(c echo.Context) error {
 
 func (h *handler) readyz(c echo.Context) error {
 	if h.ready != nil && !h.ready() {
-		return &apiError{status: http.StatusServiceUnavailable, code: codeUnavailable, message: "draining for shutdown"}
+		return newError(codeUnavailable, "draining for shutdown")
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }
