@@ -23,7 +23,7 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Defaults of the top-level settings, as documented in SPEC.md.
+// Defaults of the top-level settings, as the README documents them.
 const (
 	defaultListen        = "127.0.0.1:8080"
 	defaultStateDir      = "./var/execgw"
