@@ -68,6 +68,8 @@ type gatewayOptions struct {
 	// (LISTEN_FDS=1, LISTEN_PID of the gateway) and the gateway's own
 	// listen address is ignored.
 	listener *os.File
+	// commands are more commands, appended to those of gatewayConfig.
+	commands string
 }
 
 // gateway is one execgw process started by the benchmark.
@@ -113,7 +115,7 @@ func newGateway(bin, dir, name string, opts gatewayOptions) (*gateway, error) {
 		opts: gatewaytest.Options{
 			Bin:      bin,
 			Dir:      dir,
-			Config:   fmt.Sprintf(gatewayConfig, opts.listen, opts.stateDir, opts.logLevel, opts.maxConcurrent, opts.maxQueued),
+			Config:   fmt.Sprintf(gatewayConfig, opts.listen, opts.stateDir, opts.logLevel, opts.maxConcurrent, opts.maxQueued) + opts.commands,
 			Listener: opts.listener,
 			// If the benchmark dies, its gateways shut down (and cancel
 			// their jobs).

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -118,19 +117,7 @@ func mibs(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 // jsonMemLevel runs n bound JSON runs at once on a fresh gateway.
 func jsonMemLevel(ctx context.Context, bin, dir string, v jsonMemVariant, n int) (res jsonMemResult, err error) {
 	res.variant, res.runs = v, n
-	g, err := newGateway(bin, dir, "jsonmem", gatewayOptions{maxConcurrent: 2 * n, maxQueued: 100})
-	if err != nil {
-		return res, err
-	}
-	// The configuration ends with its commands: one more goes there.
-	cfg, err := os.OpenFile(filepath.Join(dir, "config.yaml"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		return res, err
-	}
-	_, err = cfg.WriteString(jsonMemCommands)
-	if cerr := cfg.Close(); err == nil {
-		err = cerr
-	}
+	g, err := newGateway(bin, dir, "jsonmem", gatewayOptions{maxConcurrent: 2 * n, maxQueued: 100, commands: jsonMemCommands})
 	if err != nil {
 		return res, err
 	}
