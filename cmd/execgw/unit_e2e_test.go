@@ -39,8 +39,10 @@ const (
 // TestSystemdUnitsVerify: systemd-analyze verify finds nothing to say
 // about the units (it warns, exit status 0, about an unknown setting or a
 // value it cannot parse, so its output must be empty), and rates the
-// service's exposure at most 2.0 on its scale of 10. It rates the shipped
-// unit 1.9: loosening its sandbox is a decision, to be made here too.
+// service's exposure at most 2.6 on its scale of 10. It rates the shipped
+// unit 2.6: loosening its sandbox is a decision, to be made here too. (It
+// was 1.9 with RestrictNamespaces=yes, which the guest tests showed to
+// break every job start under a real systemd: see docs/security.md.)
 func TestSystemdUnitsVerify(t *testing.T) {
 	analyze := tool(t, "systemd-analyze", "systemd")
 	dir := t.TempDir()
@@ -54,10 +56,10 @@ func TestSystemdUnitsVerify(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 
-	out, err = exec.Command(analyze, "security", "--offline=yes", "--threshold=20", service).CombinedOutput()
+	out, err = exec.Command(analyze, "security", "--offline=yes", "--threshold=26", service).CombinedOutput()
 	exposure := regexp.MustCompile(`Overall exposure level for \S+: [0-9.]+ \S+`).Find(out)
 	if err != nil || exposure == nil {
-		t.Errorf("systemd-analyze security (threshold 2.0): %v\n%s", err, out)
+		t.Errorf("systemd-analyze security (threshold 2.6): %v\n%s", err, out)
 	}
 	t.Logf("%s", exposure)
 }
