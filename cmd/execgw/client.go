@@ -173,11 +173,9 @@ func clientRun(ctx context.Context, c *apiclient.Client, name string, params map
 		_, err = fmt.Fprintln(stdout, rec.ID)
 		return err
 	}
-	// One write per line; a failed write (a closed pipe) is left to the
-	// operating system, which ends the process and so the remote one.
-	rec, err := c.Run(ctx, name, params, false,
-		func(line string) { _, _ = io.WriteString(stdout, line+"\n") },
-		func(line string) { _, _ = io.WriteString(stderr, line+"\n") })
+	// The command's output, byte for byte: a failed write (a closed pipe)
+	// ends the run, and so the remote process.
+	rec, err := c.Run(ctx, name, params, false, stdout, stderr)
 	if err != nil {
 		return err
 	}

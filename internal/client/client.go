@@ -19,7 +19,6 @@
 package client
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -45,10 +44,6 @@ const (
 	// maxDrain is as much of an unread body as is read only to keep the
 	// connection; anything longer is cheaper to drop with the connection.
 	maxDrain = 256 << 10
-	// maxEventSize bounds one line of an event stream and the data of one
-	// event. The gateway sends lines of output of at most 64 KiB, which
-	// replacement characters for invalid UTF-8 can triple.
-	maxEventSize = 1 << 20
 )
 
 // ErrTimeout is wrapped by the errors of calls that ran out of time.
@@ -120,11 +115,13 @@ func (c *Client) Close() {
 
 // Run runs the command name with params. With detach it starts a detached
 // job and returns its record as the gateway answered (queued or running).
-// Otherwise the run is bound to ctx: output lines are passed to onStdout
-// and onStderr (either may be nil) as they arrive, on the calling
-// goroutine, and Run returns the record of the ended job. Cancelling ctx
-// closes the connection, and the gateway then kills the process.
-func (c *Client) Run(ctx context.Context, name string, params map[string]string, detach bool, onStdout, onStderr func(line string)) (jobs.Record, error) {
+// Otherwise the run is bound to ctx: the command's standard output is
+// copied to stdout byte for byte as it is produced (a raw stream), its
+// standard error to stderr (the job's stored stderr, followed), and Run
+// returns the record of the ended job. Cancelling ctx closes the
+// connection, and the gateway then kills the process. stderr beyond the
+// gateway's output_limit is not stored, so not copied.
+func (c *Client) Run(ctx context.Context, name string, params map[string]string, detach bool, stdout, stderr io.Writer) (jobs.Record, error) {
 	if params == nil {
 		params = map[string]string{}
 	}
@@ -153,47 +150,66 @@ func (c *Client) Run(ctx context.Context, name string, params map[string]string,
 		return rec, err
 	}
 
-	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Accept", "application/octet-stream")
 	resp, err := c.do(req, c.headerTimeout, true)
 	if err != nil {
 		return jobs.Record{}, err
 	}
 	defer closeBody(resp)
-	what := "run " + name
-	if id := resp.Header.Get("Execgw-Job-Id"); id != "" {
-		what = "job " + id
+	id := resp.Header.Get("Execgw-Job-Id")
+	if id == "" {
+		return jobs.Record{}, fmt.Errorf("run %s: the answer names no job (Execgw-Job-Id)", name)
 	}
-	if err := checkMediaType(resp, "text/event-stream"); err != nil {
+	if err := checkMediaType(resp, "application/octet-stream"); err != nil {
 		return jobs.Record{}, err
 	}
-	events := newEventReader(resp.Body)
-	for {
-		ev, err := events.next()
-		if errors.Is(err, io.EOF) {
-			return jobs.Record{}, fmt.Errorf("%s: event stream ended before the exit event: %w", what, io.ErrUnexpectedEOF)
+
+	// stderr comes from the job's stored output, followed until the job
+	// ends, beside the stream of stdout.
+	errCtx, stopStderr := context.WithCancel(ctx)
+	defer stopStderr()
+	stderrDone := make(chan error, 1)
+	go func() { // exits when the job has ended, or errCtx is cancelled
+		if stderr == nil {
+			stderr = io.Discard
 		}
-		if err != nil {
-			return jobs.Record{}, fmt.Errorf("%s: %w", what, err)
-		}
-		switch ev.name {
-		case "stdout":
-			if onStdout != nil {
-				onStdout(ev.data)
-			}
-		case "stderr":
-			if onStderr != nil {
-				onStderr(ev.data)
-			}
-		case "exit":
-			var rec jobs.Record
-			if err := json.Unmarshal([]byte(ev.data), &rec); err != nil {
-				return jobs.Record{}, fmt.Errorf("%s: exit event: %w", what, err)
-			}
-			// The stream ends here; closeBody reads its end.
-			return rec, nil
-		}
-		// Other events are for newer clients.
+		stderrDone <- c.output(errCtx, id, "stderr", true, stderr)
+	}()
+	if stdout == nil {
+		stdout = io.Discard
 	}
+	if _, err := io.Copy(stdout, resp.Body); err != nil {
+		stopStderr()
+		<-stderrDone
+		return jobs.Record{}, fmt.Errorf("job %s: stdout: %w", id, err)
+	}
+	// A stream cut short has no trailers: the job's end is unknown.
+	if resp.Trailer.Get("Execgw-State") == "" {
+		stopStderr()
+		<-stderrDone
+		return jobs.Record{}, fmt.Errorf("job %s: the stream ended before the job: %w", id, io.ErrUnexpectedEOF)
+	}
+	if err := <-stderrDone; err != nil {
+		return jobs.Record{}, err
+	}
+	return c.Job(ctx, id)
+}
+
+// Job returns the record of job id.
+func (c *Client) Job(ctx context.Context, id string) (jobs.Record, error) {
+	req, err := c.newRequest(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id), nil, nil)
+	if err != nil {
+		return jobs.Record{}, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.do(req, c.callTimeout, false)
+	if err != nil {
+		return jobs.Record{}, err
+	}
+	defer closeBody(resp)
+	var rec jobs.Record
+	err = decodeJSON(resp, &rec)
+	return rec, err
 }
 
 // Jobs lists jobs, newest first, filtered by filter (state, command,
@@ -223,11 +239,17 @@ func (c *Client) Jobs(ctx context.Context, filter url.Values) (list []jobs.Recor
 // Logs copies the stored standard output of job id to w. With follow it
 // goes on copying as the job writes, until the job ends.
 func (c *Client) Logs(ctx context.Context, id string, follow bool, w io.Writer) error {
+	return c.output(ctx, id, "stdout", follow, w)
+}
+
+// output copies the stored stream (stdout or stderr) of job id to w,
+// followed until the job ends when follow is set.
+func (c *Client) output(ctx context.Context, id, stream string, follow bool, w io.Writer) error {
 	var query url.Values
 	if follow {
 		query = url.Values{"follow": {"true"}}
 	}
-	req, err := c.newRequest(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id)+"/stdout", query, nil)
+	req, err := c.newRequest(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id)+"/"+stream, query, nil)
 	if err != nil {
 		return err
 	}
@@ -238,7 +260,7 @@ func (c *Client) Logs(ctx context.Context, id string, follow bool, w io.Writer) 
 	}
 	defer closeBody(resp)
 	if _, err := io.Copy(w, resp.Body); err != nil {
-		return fmt.Errorf("job %s: stdout: %w", id, err)
+		return fmt.Errorf("job %s: %s: %w", id, stream, err)
 	}
 	return nil
 }
@@ -381,73 +403,4 @@ func decodeJSON(resp *http.Response, v any) error {
 		return fmt.Errorf("%s %s: %w", resp.Request.Method, resp.Request.URL.Redacted(), err)
 	}
 	return nil
-}
-
-// event is one Server-Sent Event.
-type event struct {
-	name string // "message" when the event had no event field
-	data string // its data lines joined with "\n"
-}
-
-// eventReader reads Server-Sent Events as the HTML standard defines them,
-// as far as execgw uses them: event and data fields, comments (the
-// gateway's keep-alives); id and retry are ignored, as is any unknown
-// field. Lines end with "\n" or "\r\n".
-type eventReader struct {
-	sc *bufio.Scanner
-}
-
-func newEventReader(r io.Reader) *eventReader {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), maxEventSize)
-	return &eventReader{sc: sc}
-}
-
-// next returns the next event, or io.EOF at the end of the stream. An
-// event the stream ended in the middle of is dropped, as the standard
-// says.
-func (r *eventReader) next() (event, error) {
-	var (
-		name    string
-		data    strings.Builder
-		hasData bool
-	)
-	for r.sc.Scan() {
-		line := r.sc.Text()
-		if line == "" {
-			if !hasData { // an event without data is not dispatched
-				name = ""
-				continue
-			}
-			if name == "" {
-				name = "message"
-			}
-			return event{name: name, data: data.String()}, nil
-		}
-		if line[0] == ':' {
-			continue
-		}
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "event":
-			name = value
-		case "data":
-			if data.Len()+len(value) >= maxEventSize {
-				return event{}, fmt.Errorf("event stream: an event exceeds %d bytes", maxEventSize)
-			}
-			if hasData {
-				data.WriteByte('\n')
-			}
-			data.WriteString(value)
-			hasData = true
-		}
-	}
-	if err := r.sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return event{}, fmt.Errorf("event stream: a line exceeds %d bytes", maxEventSize)
-		}
-		return event{}, err
-	}
-	return event{}, io.EOF
 }

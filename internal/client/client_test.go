@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -44,11 +45,25 @@ type fakeGateway struct {
 	// logGate lets a followed log go on to its second line.
 	logGate chan struct{}
 
-	mu     sync.Mutex
-	auths  []string // Authorization of every request
-	params map[string]string
-	prefer string
-	query  url.Values
+	mu      sync.Mutex
+	auths   []string // Authorization of every request
+	params  map[string]string
+	prefer  string
+	query   url.Values
+	lastRun string // the command of the last bound run: its job's record and stderr
+}
+
+// fakeRuns are the bound runs the fake gateway knows: what they print and
+// how they end.
+var fakeRuns = map[string]struct {
+	stdout, stderr string
+	exit           *int
+	signal         string
+}{
+	// Every byte value, a carriage return, invalid UTF-8, no final newline.
+	"echo":   {stdout: "hello\r\n\x00\xff\xfe bin\x80\ntwo\nlines", stderr: "warning\r\x01\n", exit: ptr(0)},
+	"fail":   {stderr: "boom\n", exit: ptr(3)},
+	"killed": {signal: "SIGKILL"},
 }
 
 func newFakeGateway(t *testing.T) *fakeGateway {
@@ -57,7 +72,9 @@ func newFakeGateway(t *testing.T) *fakeGateway {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/commands/{name}/run", g.run)
 	mux.HandleFunc("GET /v1/jobs", g.jobs)
+	mux.HandleFunc("GET /v1/jobs/{id}", g.job)
 	mux.HandleFunc("GET /v1/jobs/{id}/stdout", g.stdout)
+	mux.HandleFunc("GET /v1/jobs/{id}/stderr", g.stderr)
 	mux.HandleFunc("POST /v1/jobs/{id}/cancel", g.cancel)
 	g.srv = httptest.NewUnstartedServer(g.authenticate(mux))
 	g.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
@@ -121,50 +138,66 @@ func (g *fakeGateway) run(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusAccepted, rec)
 		return
 	}
-	if r.Header.Get("Accept") != "text/event-stream" {
-		writeError(w, http.StatusBadRequest, "invalid_argument", "the fake gateway only streams events")
+	if r.Header.Get("Accept") != "application/octet-stream" {
+		writeError(w, http.StatusBadRequest, "invalid_argument", "the fake gateway only streams raw output")
 		return
 	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
+	g.mu.Lock()
+	g.lastRun = name
+	g.mu.Unlock()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Trailer", "Execgw-Exit-Code, Execgw-State")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	send := func(raw string) {
-		_, _ = io.WriteString(w, raw)
-		_ = rc.Flush()
-	}
-	exit := func(rec jobs.Record, code *int, signal string) {
-		rec.ExitCode, rec.Signal, rec.EndedAt = code, signal, testCreated.Add(time.Second)
-		switch {
-		case code != nil && *code == 0:
-			rec.State = jobs.Succeeded
-		default:
-			rec.State = jobs.Failed
-		}
-		b, _ := json.Marshal(rec)
-		send("event: exit\ndata: " + string(b) + "\n\n")
-	}
 	switch name {
-	case "echo":
-		send("event: stdout\ndata: hello\n\n")
-		send(": keep-alive\n\n")
-		send("event: stderr\ndata: warning\n\n")
-		send("event: stdout\ndata: \n\n")
-		send("event: stdout\ndata: two\ndata: lines\n\n")
-		send("event: progress\ndata: 50%\n\n")
-		exit(rec, ptr(0), "")
-	case "fail":
-		send("event: stderr\ndata: boom\n\n")
-		exit(rec, ptr(3), "")
-	case "killed":
-		exit(rec, nil, "SIGKILL")
 	case "hang":
-		send("event: stdout\ndata: started\n\n")
+		_, _ = io.WriteString(w, "started\n")
+		_ = rc.Flush()
 		<-r.Context().Done()
 		close(g.disconnected)
+		return
 	case "cut":
-		send("event: stdout\ndata: partial\n\n")
+		_, _ = io.WriteString(w, "partial\n")
+		_ = rc.Flush()
+		panic(http.ErrAbortHandler) // the connection drops: no trailers
 	}
+	_, _ = io.WriteString(w, fakeRuns[name].stdout)
+	w.Header().Set("Execgw-State", string(fakeRecord(name).State))
+	w.Header().Set("Execgw-Exit-Code", "0")
+}
+
+// fakeRecord is the ended record of a bound run of command name.
+func fakeRecord(name string) jobs.Record {
+	run := fakeRuns[name]
+	rec := jobs.Record{ID: testJobID, Command: name, State: jobs.Failed, Pid: 42, CreatedAt: testCreated, StartedAt: testCreated,
+		EndedAt: testCreated.Add(time.Second), ExitCode: run.exit, Signal: run.signal}
+	if run.exit != nil && *run.exit == 0 {
+		rec.State = jobs.Succeeded
+	}
+	return rec
+}
+
+func (g *fakeGateway) job(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	name := g.lastRun
+	g.mu.Unlock()
+	if r.PathValue("id") != testJobID || name == "" {
+		writeError(w, http.StatusNotFound, "not_found", "job not found")
+		return
+	}
+	writeJSON(w, http.StatusOK, fakeRecord(name))
+}
+
+func (g *fakeGateway) stderr(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	name := g.lastRun
+	g.mu.Unlock()
+	if r.PathValue("id") != testJobID {
+		writeError(w, http.StatusNotFound, "not_found", "job not found")
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	_, _ = io.WriteString(w, fakeRuns[name].stderr)
 }
 
 func (g *fakeGateway) jobs(w http.ResponseWriter, r *http.Request) {
@@ -258,39 +291,25 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 
 func ptr[T any](v T) *T { return &v }
 
-func TestRunEvents(t *testing.T) {
-	tests := []struct {
-		command    string
-		wantStdout []string
-		wantStderr []string
-		wantState  jobs.State
-		wantExit   *int
-		wantSignal string
-	}{
-		{"echo", []string{"hello", "", "two\nlines"}, []string{"warning"}, jobs.Succeeded, ptr(0), ""},
-		{"fail", nil, []string{"boom"}, jobs.Failed, ptr(3), ""},
-		{"killed", nil, nil, jobs.Failed, nil, "SIGKILL"},
-	}
+// TestRunOutput: a bound run's stdout and stderr reach their writers byte
+// for byte, and Run returns the ended record.
+func TestRunOutput(t *testing.T) {
 	g := newFakeGateway(t)
 	c := newTestClient(t, g)
-	for _, tc := range tests {
-		t.Run(tc.command, func(t *testing.T) {
-			var stdout, stderr []string
-			rec, err := c.Run(t.Context(), tc.command, map[string]string{"count": "1"}, false,
-				func(line string) { stdout = append(stdout, line) },
-				func(line string) { stderr = append(stderr, line) })
+	for _, name := range []string{"echo", "fail", "killed"} {
+		t.Run(name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			rec, err := c.Run(t.Context(), name, map[string]string{"count": "1"}, false, &stdout, &stderr)
 			if err != nil {
-				t.Fatalf("Run(%q) error: %v", tc.command, err)
+				t.Fatalf("Run(%q) error: %v", name, err)
 			}
-			if !reflect.DeepEqual(stdout, tc.wantStdout) {
-				t.Errorf("Run(%q) stdout = %q, want %q", tc.command, stdout, tc.wantStdout)
+			want := fakeRuns[name]
+			if stdout.String() != want.stdout || stderr.String() != want.stderr {
+				t.Errorf("Run(%q) stdout %q, stderr %q; want %q, %q", name, stdout.String(), stderr.String(), want.stdout, want.stderr)
 			}
-			if !reflect.DeepEqual(stderr, tc.wantStderr) {
-				t.Errorf("Run(%q) stderr = %q, want %q", tc.command, stderr, tc.wantStderr)
-			}
-			if rec.ID != testJobID || rec.State != tc.wantState || rec.Signal != tc.wantSignal || !reflect.DeepEqual(rec.ExitCode, tc.wantExit) {
+			if wantRec := fakeRecord(name); rec.ID != testJobID || rec.State != wantRec.State || rec.Signal != want.signal || !reflect.DeepEqual(rec.ExitCode, want.exit) {
 				t.Errorf("Run(%q) = {id %s, state %s, exit %v, signal %q}, want {id %s, state %s, exit %v, signal %q}",
-					tc.command, rec.ID, rec.State, deref(rec.ExitCode), rec.Signal, testJobID, tc.wantState, deref(tc.wantExit), tc.wantSignal)
+					name, rec.ID, rec.State, deref(rec.ExitCode), rec.Signal, testJobID, wantRec.State, deref(want.exit), want.signal)
 			}
 			g.mu.Lock()
 			params, prefer := g.params, g.prefer
@@ -312,13 +331,12 @@ func deref(p *int) any {
 func TestRunDetached(t *testing.T) {
 	g := newFakeGateway(t)
 	c := newTestClient(t, g)
-	called := false
-	onLine := func(string) { called = true }
-	rec, err := c.Run(t.Context(), "echo", map[string]string{"count": "3"}, true, onLine, onLine)
+	var out bytes.Buffer
+	rec, err := c.Run(t.Context(), "echo", map[string]string{"count": "3"}, true, &out, &out)
 	if err != nil {
 		t.Fatalf("Run detached: %v", err)
 	}
-	if rec.ID != testJobID || rec.State != jobs.Running || called {
+	if called := out.Len() > 0; rec.ID != testJobID || rec.State != jobs.Running || called {
 		t.Errorf("Run detached = {id %s, state %s}, output callback called %v; want {id %s, state running}, not called",
 			rec.ID, rec.State, called, testJobID)
 	}
@@ -345,7 +363,7 @@ func TestRunCancel(t *testing.T) {
 	c := newTestClient(t, g)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	_, err := c.Run(ctx, "hang", nil, false, func(string) { cancel() }, nil)
+	_, err := c.Run(ctx, "hang", nil, false, writerFunc(func([]byte) { cancel() }), nil)
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("Run(hang) after cancel: error = %v, want context.Canceled", err)
 	}
@@ -354,6 +372,14 @@ func TestRunCancel(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the gateway did not see the client go away")
 	}
+}
+
+// writerFunc calls f with every write.
+type writerFunc func([]byte)
+
+func (f writerFunc) Write(p []byte) (int, error) {
+	f(p)
+	return len(p), nil
 }
 
 func TestJobs(t *testing.T) {
@@ -534,16 +560,21 @@ func TestTokenAndConnectionReuse(t *testing.T) {
 	g.mu.Lock()
 	auths := g.auths
 	g.mu.Unlock()
-	if len(auths) != len(calls) {
-		t.Errorf("gateway saw %d requests, want %d", len(auths), len(calls))
+	// Each of the two bound runs also follows the job's stderr and reads
+	// its record.
+	if want := len(calls) + 2*2; len(auths) != want {
+		t.Errorf("gateway saw %d requests, want %d", len(auths), want)
 	}
 	for i, a := range auths {
 		if a != "Bearer "+testToken {
 			t.Errorf("request %d: Authorization = %q, want %q", i, a, "Bearer "+testToken)
 		}
 	}
-	if n := g.newConns.Load(); n != 1 {
-		t.Errorf("%d calls opened %d connections, want 1", len(calls), n)
+	// A bound run's stderr is followed while its stdout streams: a second
+	// connection when the stream still holds the first, kept for the
+	// calls after it.
+	if n := g.newConns.Load(); n < 1 || n > 2 {
+		t.Errorf("%d calls opened %d connections, want 1 or 2", len(calls), n)
 	}
 }
 
@@ -574,51 +605,6 @@ func TestTimeouts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.call(); !errors.Is(err, tc.wantErr) || (err == nil) != (tc.wantErr == nil) {
 				t.Errorf("error = %v, want %v", err, tc.wantErr)
-			}
-		})
-	}
-}
-
-func TestEventReader(t *testing.T) {
-	long := strings.Repeat("x", 200<<10)
-	tests := []struct {
-		name    string
-		in      string
-		want    []event
-		wantErr bool
-	}{
-		{"one", "event: stdout\ndata: a\n\n", []event{{"stdout", "a"}}, false},
-		{"crlf", "event: stdout\r\ndata: a\r\n\r\n", []event{{"stdout", "a"}}, false},
-		{"comments", ": keep-alive\n\n:x\nevent: e\ndata: 1\n\n", []event{{"e", "1"}}, false},
-		{"data lines joined", "data: a\ndata: b\ndata:\n\n", []event{{"message", "a\nb\n"}}, false},
-		{"no space", "event:e\ndata:v\n\n", []event{{"e", "v"}}, false},
-		{"one space removed", "data:  v \n\n", []event{{"message", " v "}}, false},
-		{"empty data", "event: stdout\ndata:\n\nevent: stdout\ndata\n\n", []event{{"stdout", ""}, {"stdout", ""}}, false},
-		{"no data, no event", "event: ping\n\ndata: d\n\n", []event{{"message", "d"}}, false},
-		{"other fields", "id: 1\nretry: 5\nfoo\ndata: d\n\n", []event{{"message", "d"}}, false},
-		{"unfinished dropped", "data: a\n\ndata: b\n", []event{{"message", "a"}}, false},
-		{"long line", "data: " + long + "\n\n", []event{{"message", long}}, false},
-		{"line too long", "data: " + strings.Repeat("x", maxEventSize) + "\n\n", nil, true},
-		{"event too long", strings.Repeat("data: "+long+"\n", 6) + "\n", nil, true},
-		{"empty", "", nil, false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			r := newEventReader(strings.NewReader(tc.in))
-			var got []event
-			var err error
-			for {
-				var ev event
-				if ev, err = r.next(); err != nil {
-					break
-				}
-				got = append(got, ev)
-			}
-			if errors.Is(err, io.EOF) {
-				err = nil
-			}
-			if (err != nil) != tc.wantErr || !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("events of %.40q = %.80q, error %v; want %.80q, error %v", tc.in, got, err, tc.want, tc.wantErr)
 			}
 		})
 	}
