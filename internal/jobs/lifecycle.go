@@ -22,7 +22,7 @@ func (r *Registry) Recover(ctx context.Context) error {
 	for _, rec := range recs {
 		log := r.log.With().Str(logkey.JobID, rec.ID).Str(logkey.Command, rec.Command).Logger()
 		if rec.Pgid > 0 {
-			n, err := runner.SweepGroup(rec.Pgid, rec.ProcStart, rec.BootID)
+			n, err := runner.SweepGroup(runner.Group{Pgid: rec.Pgid, LeaderStart: rec.ProcStart, Sid: rec.Sid, BootID: rec.BootID}, r.startTicks)
 			if err != nil {
 				log.Error().Err(err).Int(logkey.Pgid, rec.Pgid).Msg("sweep process group of interrupted job")
 			} else if n > 0 {

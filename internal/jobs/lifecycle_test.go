@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/execgw/execgw/internal/jobs"
 	"github.com/execgw/execgw/internal/runner"
@@ -153,6 +154,10 @@ func TestRecover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sid, err := unix.Getsid(0) // the session of the jobs this process starts
+	if err != nil {
+		t.Fatal(err)
+	}
 	created := time.Now().Add(-time.Minute).UTC()
 	id := func(i int) string {
 		return ulid.MustNew(ulid.Timestamp(created)+uint64(i), ulid.DefaultEntropy()).String()
@@ -164,7 +169,7 @@ func TestRecover(t *testing.T) {
 	waitFor(t, "the pipeline to start", func() bool { return len(groupMembers(pgid)) >= 3 })
 	running := jobs.Record{
 		ID: id(1), Command: "pipe", State: jobs.Running, CreatedAt: created, StartedAt: created,
-		Pid: pgid, Pgid: pgid, ProcStart: start, BootID: boot,
+		Pid: pgid, Pgid: pgid, ProcStart: start, Sid: sid, BootID: boot,
 	}
 	w, err := e.output.Create(running.ID, jobs.Stdout)
 	if err != nil {
@@ -181,7 +186,7 @@ func TestRecover(t *testing.T) {
 	waitFor(t, "the other group to start", func() bool { return len(groupMembers(other)) >= 2 })
 	reused := jobs.Record{
 		ID: id(2), Command: "pipe", State: jobs.Running, CreatedAt: created, StartedAt: created,
-		Pid: other, Pgid: other, ProcStart: otherStart + 1, BootID: boot,
+		Pid: other, Pgid: other, ProcStart: otherStart + 1, Sid: sid, BootID: boot,
 	}
 	queued := jobs.Record{ID: id(3), Command: "q", State: jobs.Queued, CreatedAt: created}
 	exit := 0

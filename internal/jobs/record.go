@@ -54,11 +54,13 @@ type Record struct {
 	CancelReason string
 	Limit        string // the limit that ended the job: "max_body", "memory_max", ...
 	Pid          int
-	// Pgid and ProcStart identify the process group for the recovery sweep
-	// after a crash: ProcStart is the leader's start time in clock ticks
-	// since boot (/proc/PID/stat field 22), BootID the kernel's boot id.
+	// Pgid, ProcStart, Sid and BootID identify the process group for the
+	// recovery sweep after a crash: ProcStart is the leader's start time
+	// in clock ticks since boot (/proc/PID/stat field 22), Sid the session
+	// the job's processes inherit (field 6), BootID the kernel's boot id.
 	Pgid      int
 	ProcStart uint64
+	Sid       int
 	BootID    string
 	// Owner is the name of the token that created the job ("" when anonymous).
 	Owner           string
@@ -106,6 +108,7 @@ type wireRecord struct {
 	Pid             *int              `json:"pid"`
 	Pgid            *int              `json:"pgid,omitempty"`
 	ProcStart       uint64            `json:"proc_start,omitempty"`
+	Sid             *int              `json:"sid,omitempty"`
 	BootID          string            `json:"boot_id,omitempty"`
 	Owner           *string           `json:"owner"`
 	CreatedAt       time.Time         `json:"created_at"`
@@ -135,6 +138,7 @@ func (r Record) MarshalJSON() ([]byte, error) {
 		Pid:             nonZero(r.Pid),
 		Pgid:            nonZero(r.Pgid),
 		ProcStart:       r.ProcStart,
+		Sid:             nonZero(r.Sid),
 		BootID:          r.BootID,
 		Owner:           nonEmpty(r.Owner),
 		CreatedAt:       r.CreatedAt,
@@ -176,6 +180,7 @@ func (r *Record) UnmarshalJSON(b []byte) error {
 		Pid:             deref(w.Pid),
 		Pgid:            deref(w.Pgid),
 		ProcStart:       w.ProcStart,
+		Sid:             deref(w.Sid),
 		BootID:          w.BootID,
 		Owner:           deref(w.Owner),
 		CreatedAt:       w.CreatedAt,

@@ -95,8 +95,12 @@ type Registry struct {
 	metrics  *metrics
 	activity Activity
 	bootID   string // recorded with each process group, for the recovery sweep
-	cgroups  *cgroup.Manager
-	now      func() time.Time
+	sid      int    // the session jobs inherit, recorded likewise
+	// startTicks is when the registry was made, on the clock of process
+	// start times: nothing of an earlier instance's jobs started later.
+	startTicks uint64
+	cgroups    *cgroup.Manager
+	now        func() time.Time
 
 	jobsWG sync.WaitGroup // one per job supervisor
 	stop   context.CancelFunc
@@ -134,6 +138,8 @@ func New(opts Options) *Registry {
 		return float64(r.running)
 	})
 	r.bootID, _ = runner.BootID()
+	r.sid, _ = unix.Getsid(0)
+	r.startTicks, _ = runner.BootTicks()
 	if r.now == nil {
 		r.now = time.Now
 	}
@@ -402,6 +408,7 @@ func (j *Job) start(log zerolog.Logger, argv []string) error {
 	j.rec.Pgid = proc.Pid()
 	j.rec.ProcStart = proc.StartTicks()
 	j.rec.BootID = j.reg.bootID
+	j.rec.Sid = j.reg.sid
 	rec := j.rec
 	j.mu.Unlock()
 

@@ -13,15 +13,17 @@ import (
 
 // Crash recovery: a gateway that was SIGKILLed leaves its jobs' deeper
 // descendants running (Pdeathsig only reaches direct children). The jobs
-// store records each job's process group, its leader's start time and the
-// boot id; at start-up SweepGroup kills what is left, but only if the group
-// id still names the same group: pids, hence group ids, get reused.
+// store records each job's process group, its leader's start time, the
+// session its processes inherited and the boot id; at start-up SweepGroup
+// kills what is left, but only if the group id still names the same group:
+// pids, hence group ids, get reused.
 
 // procStat is what the runner needs of /proc/PID/stat.
 type procStat struct {
 	pid   int
 	state byte   // field 3
 	pgrp  int    // field 5
+	sid   int    // field 6, session
 	start uint64 // field 22, starttime, in clock ticks since boot
 }
 
@@ -87,11 +89,15 @@ func parseProcStat(data []byte) (procStat, error) {
 	if err != nil {
 		return procStat{}, fmt.Errorf("malformed stat: pgrp: %w", err)
 	}
+	sid, err := strconv.Atoi(fields[6-3])
+	if err != nil {
+		return procStat{}, fmt.Errorf("malformed stat: session: %w", err)
+	}
 	start, err := strconv.ParseUint(fields[22-3], 10, 64)
 	if err != nil {
 		return procStat{}, fmt.Errorf("malformed stat: starttime: %w", err)
 	}
-	return procStat{state: fields[0][0], pgrp: pgrp, start: start}, nil
+	return procStat{state: fields[0][0], pgrp: pgrp, sid: sid, start: start}, nil
 }
 
 // ProcStartTicks returns the start time of process pid: field 22
@@ -115,15 +121,30 @@ func BootID() (string, error) {
 	return strings.TrimSpace(string(data)), nil
 }
 
-// SweepGroup sends SIGKILL to every process whose process group is pgid,
-// but only when the group can still be the one that was recorded: the
-// current boot id equals bootID, and either the leader (pid == pgid) is
-// alive with start time leaderStart, or the leader is gone and every
-// member started at or after leaderStart. Otherwise it signals nothing and
-// returns 0, nil. It returns how many live (not zombie) processes it
-// signalled. It scans /proc. It refuses pgid <= 1 and the caller's own
-// group.
-func SweepGroup(pgid int, leaderStart uint64, bootID string) (int, error) {
+// Group identifies the process group of a job, as recorded when it
+// started.
+type Group struct {
+	Pgid        int
+	LeaderStart uint64 // the leader's start time, clock ticks since boot
+	// Sid is the session the job's processes inherit: the gateway's own
+	// (jobs are made group leaders, never session leaders). A process
+	// that made a session of its own (a daemon) is in another.
+	Sid    int
+	BootID string
+}
+
+// SweepGroup sends SIGKILL to every process of group g.Pgid, but only when
+// the group can only be the recorded one: the current boot id is
+// g.BootID; the leader (pid == pgid), if alive, started at g.LeaderStart;
+// and every member is in session g.Sid, started no earlier than the
+// leader and no later than notAfter (the sweeping process's own start:
+// what started after it belongs to no instance before it). Otherwise it
+// signals nothing and returns 0, nil. A record without a session (Sid 0)
+// cannot be told apart for certain and is never swept. It returns how many
+// live (not zombie) processes it signalled. It scans /proc. It refuses
+// pgid <= 1 and the caller's own group.
+func SweepGroup(g Group, notAfter uint64) (int, error) {
+	pgid := g.Pgid
 	if pgid <= 1 {
 		return 0, fmt.Errorf("sweep process group %d: invalid group id", pgid)
 	}
@@ -134,12 +155,12 @@ func SweepGroup(pgid int, leaderStart uint64, bootID string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("sweep process group %d: %w", pgid, err)
 	}
-	if bootID == "" || cur != bootID {
-		return 0, nil // another boot: the group died with it
+	if g.BootID == "" || cur != g.BootID || g.Sid <= 0 {
+		return 0, nil // another boot, where the group died; or not identifiable
 	}
 
 	// The leader first: if a process with pid == pgid exists, it decides.
-	if st, err := readProcStat(pgid); err == nil && st.start != leaderStart {
+	if st, err := readProcStat(pgid); err == nil && st.start != g.LeaderStart {
 		return 0, nil // pid reused by another process
 	}
 	members, err := groupMembers(pgid)
@@ -148,9 +169,10 @@ func SweepGroup(pgid int, leaderStart uint64, bootID string) (int, error) {
 	}
 	live := 0
 	for _, m := range members {
-		if m.pid != pgid && m.start < leaderStart {
-			// Started before the recorded leader: not a descendant of
-			// it, so the group id names another group now.
+		if m.sid != g.Sid || m.start > notAfter || m.pid != pgid && m.start < g.LeaderStart {
+			// Another session (a daemon that got the recorded pid),
+			// started after the crash, or before the recorded leader:
+			// the group id names another group now.
 			return 0, nil
 		}
 		if m.state != 'Z' {

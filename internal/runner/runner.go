@@ -321,11 +321,11 @@ func Start(spec Spec) (*Process, error) {
 		p.stdinW = w
 	}
 
-	ticksBefore, clockErr := bootTicks()
+	ticksBefore, clockErr := BootTicks()
 	if err := cmd.Start(); err != nil {
 		return fail(err)
 	}
-	ticksAfter, _ := bootTicks()
+	ticksAfter, _ := BootTicks()
 	p.startedAt = time.Now()
 	// The parent's copies of the child's ends must go, or the copy
 	// goroutines would never see EOF (and the child never EOF on stdin).
@@ -740,9 +740,9 @@ var devNull = sync.OnceValues(func() (*os.File, error) {
 	return os.OpenFile(os.DevNull, os.O_RDWR, 0)
 })
 
-// bootTicks reads CLOCK_BOOTTIME in clock ticks, the clock and unit of the
-// start time in /proc/PID/stat (USER_HZ is 100 on every Linux).
-func bootTicks() (uint64, error) {
+// BootTicks reads CLOCK_BOOTTIME in clock ticks, the clock and unit of the
+// start times in /proc/PID/stat (USER_HZ is 100 on every Linux).
+func BootTicks() (uint64, error) {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
 		return 0, err

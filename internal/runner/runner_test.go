@@ -824,9 +824,10 @@ func TestPdeathsig(t *testing.T) {
 
 func TestParseProcStat(t *testing.T) {
 	rest := func(state string, pgrp int, start uint64) string {
-		// fields 3..52 of a real line, with state, pgrp and starttime set
+		// fields 3..52 of a real line, with state, pgrp, session (pgrp+1)
+		// and starttime set
 		f := strings.Fields("S 1 0 0 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 0 0 0 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0")
-		f[0], f[2], f[19] = state, strconv.Itoa(pgrp), strconv.FormatUint(start, 10)
+		f[0], f[2], f[3], f[19] = state, strconv.Itoa(pgrp), strconv.Itoa(pgrp+1), strconv.FormatUint(start, 10)
 		return strings.Join(f, " ") + "\n"
 	}
 	tests := []struct {
@@ -834,9 +835,9 @@ func TestParseProcStat(t *testing.T) {
 		want    procStat
 		wantErr bool
 	}{
-		{"42 (sleep) " + rest("S", 42, 123456), procStat{state: 'S', pgrp: 42, start: 123456}, false},
-		{"42 (a b) c) d) " + rest("Z", 7, 99), procStat{state: 'Z', pgrp: 7, start: 99}, false},
-		{"42 ()) ) " + rest("R", 8, 1<<40), procStat{state: 'R', pgrp: 8, start: 1 << 40}, false},
+		{"42 (sleep) " + rest("S", 42, 123456), procStat{state: 'S', pgrp: 42, sid: 43, start: 123456}, false},
+		{"42 (a b) c) d) " + rest("Z", 7, 99), procStat{state: 'Z', pgrp: 7, sid: 8, start: 99}, false},
+		{"42 ()) ) " + rest("R", 8, 1<<40), procStat{state: 'R', pgrp: 8, sid: 9, start: 1 << 40}, false},
 		{"42 (x) S 1 2", procStat{}, true},
 		{"42 x S", procStat{}, true},
 		{"", procStat{}, true},
@@ -914,6 +915,33 @@ func startGroup(t *testing.T, argv ...string) (*exec.Cmd, int, uint64) {
 	return cmd, pgid, ticks
 }
 
+// sweepable is the group of a job started by this process: its session is
+// ours, and nothing of it can have started after now.
+func sweepable(t *testing.T, pgid int, leaderStart uint64, boot string) Group {
+	t.Helper()
+	sid, err := unix.Getsid(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Group{Pgid: pgid, LeaderStart: leaderStart, Sid: sid, BootID: boot}
+}
+
+// notAfter is an upper bound on the start of anything started so far.
+func notAfter(t *testing.T) uint64 {
+	t.Helper()
+	return nowTicks(t) + 1
+}
+
+// nowTicks is the boot clock in the ticks of /proc/PID/stat.
+func nowTicks(t *testing.T) uint64 {
+	t.Helper()
+	ticks, err := BootTicks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ticks
+}
+
 func TestSweepGroup(t *testing.T) {
 	boot, err := BootID()
 	if err != nil {
@@ -935,7 +963,7 @@ func TestSweepGroup(t *testing.T) {
 			{"other leader start", ticks + 1, boot},
 			{"earlier leader start", ticks - 1, boot},
 		} {
-			n, err := SweepGroup(pgid, tc.start, tc.boot)
+			n, err := SweepGroup(sweepable(t, pgid, tc.start, tc.boot), notAfter(t))
 			if n != 0 || err != nil {
 				t.Errorf("%s: SweepGroup = %d, %v; want 0, nil", tc.name, n, err)
 			}
@@ -943,7 +971,7 @@ func TestSweepGroup(t *testing.T) {
 				t.Errorf("%s: group has %d live members after a refused sweep, want 3", tc.name, len(live))
 			}
 		}
-		n, err := SweepGroup(pgid, ticks, boot)
+		n, err := SweepGroup(sweepable(t, pgid, ticks, boot), notAfter(t))
 		if n != 3 || err != nil {
 			t.Errorf("SweepGroup = %d, %v; want 3, nil", n, err)
 		}
@@ -960,21 +988,60 @@ func TestSweepGroup(t *testing.T) {
 			t.Fatalf("group %d: %+v", pgid, liveMembers(t, pgid))
 		}
 		// A member older than the recorded leader: the group id was reused.
-		if n, err := SweepGroup(pgid, ticks+1<<20, boot); n != 0 || err != nil {
+		if n, err := SweepGroup(sweepable(t, pgid, ticks+1<<20, boot), notAfter(t)); n != 0 || err != nil {
 			t.Errorf("SweepGroup(leader start after members) = %d, %v; want 0, nil", n, err)
 		}
-		if n, err := SweepGroup(pgid, ticks, boot); n != 2 || err != nil {
+		// Members that started after the bound (the sweeping gateway's
+		// own start) cannot be the crashed instance's.
+		if n, err := SweepGroup(sweepable(t, pgid, ticks, boot), ticks-1); n != 0 || err != nil {
+			t.Errorf("SweepGroup(members started after the bound) = %d, %v; want 0, nil", n, err)
+		}
+		// Another session: not processes a job of ours started.
+		other := sweepable(t, pgid, ticks, boot)
+		other.Sid++
+		if n, err := SweepGroup(other, notAfter(t)); n != 0 || err != nil {
+			t.Errorf("SweepGroup(other session) = %d, %v; want 0, nil", n, err)
+		}
+		if n, err := SweepGroup(sweepable(t, pgid, ticks, boot), notAfter(t)); n != 2 || err != nil {
 			t.Errorf("SweepGroup = %d, %v; want 2, nil", n, err)
 		}
 		assertGroupGone(t, pgid)
-		if n, err := SweepGroup(pgid, ticks, boot); n != 0 || err != nil {
+		if n, err := SweepGroup(sweepable(t, pgid, ticks, boot), notAfter(t)); n != 0 || err != nil {
 			t.Errorf("SweepGroup of an empty group = %d, %v; want 0, nil", n, err)
+		}
+	})
+
+	// A double-forking daemon whose child got the recorded leader's pid:
+	// the child made a session and group of its own (setsid) and left a
+	// grandchild in it. The leader is gone and the member started after
+	// the recorded leader, as a job's would; only the session tells it is
+	// no job's.
+	t.Run("daemon in the recorded group", func(t *testing.T) {
+		leaderStart := nowTicks(t) - 1
+		cmd := exec.Command("/bin/sh", "-c", "sleep 300 >/dev/null 2>&1 </dev/null &")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pgid := cmd.Process.Pid
+		t.Cleanup(func() { unix.Kill(-pgid, unix.SIGKILL) })
+		if err := cmd.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if !eventually(5*time.Second, func() bool { return len(liveMembers(t, pgid)) == 1 }) {
+			t.Fatalf("group %d: %+v", pgid, liveMembers(t, pgid))
+		}
+		if n, err := SweepGroup(sweepable(t, pgid, leaderStart, boot), notAfter(t)); n != 0 || err != nil {
+			t.Errorf("SweepGroup(a daemon's group) = %d, %v; want 0, nil", n, err)
+		}
+		if live := liveMembers(t, pgid); len(live) != 1 {
+			t.Errorf("the daemon's process was killed: %d live members", len(live))
 		}
 	})
 
 	t.Run("refused ids", func(t *testing.T) {
 		for _, pgid := range []int{0, 1, -5, unix.Getpgrp()} {
-			if n, err := SweepGroup(pgid, 0, boot); n != 0 || err == nil {
+			if n, err := SweepGroup(sweepable(t, pgid, 0, boot), notAfter(t)); n != 0 || err == nil {
 				t.Errorf("SweepGroup(%d) = %d, %v; want 0 and an error", pgid, n, err)
 			}
 		}

@@ -47,6 +47,7 @@ func FullRecord(id string) jobs.Record {
 		Limit:           "memory_max",
 		Pid:             4242,
 		Pgid:            4242,
+		Sid:             4000,
 		ProcStart:       987654321,
 		BootID:          "0b5b1f5e-6c1e-4a3b-9f0e-1234567890ab",
 		Owner:           "ops",
