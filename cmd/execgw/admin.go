@@ -32,6 +32,8 @@ func check(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if cgroups != nil {
+		// The subtree it opened, if new, goes again: check changes nothing.
+		defer cgroups.Close()
 		if err := checkContainment(cfg, cgroups); err != nil {
 			return err
 		}

@@ -15,7 +15,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -89,6 +91,18 @@ commands:
 	return cfg
 }
 
+// jobsRoot is the cgroup the gateway makes its jobs' cgroups in: its
+// subtree of cgroup.root, as its start-up line says.
+func jobsRoot(t *testing.T, g *gateway) string {
+	t.Helper()
+	c := containment(t, g)
+	dir, ok := strings.CutPrefix(c, "cgroups in ")
+	if !ok {
+		t.Fatalf("containment %q: no cgroups", c)
+	}
+	return dir
+}
+
 // containment is the "containment" field of the start-up log line.
 func containment(t *testing.T, g *gateway) string {
 	t.Helper()
@@ -159,6 +173,9 @@ func cgroupDir(t *testing.T, pid int) string {
 func jobCgroups(t *testing.T, root string) []string {
 	t.Helper()
 	entries, err := os.ReadDir(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // a gateway's subtree, removed at its exit
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,14 +251,15 @@ func killAfter(t *testing.T, pid int) {
 func TestContainCgroupKillsEscapees(t *testing.T) {
 	root := cgroupRoot(t)
 	g := startGateway(t, escapeConfig(root))
-	if got, want := containment(t, g), "cgroups in "+root; got != want {
-		t.Errorf("start-up log: containment %q, want %q", got, want)
+	if got, want := containment(t, g), "cgroups in "+root+"/gw-"; !strings.HasPrefix(got, want) {
+		t.Errorf("start-up log: containment %q, want %q...", got, want)
 	}
+	sub := jobsRoot(t, g)
 
 	t.Run("cancel", func(t *testing.T) {
 		arg := sleepArg(301)
 		rec := g.detach("/v1/commands/escape/run?d=" + arg)
-		escapee, inGroup := escapees(t, arg, rec.Pid, root)
+		escapee, inGroup := escapees(t, arg, rec.Pid, sub)
 		resp, body := g.do("POST", "/v1/jobs/"+rec.ID+"/cancel", nil)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("cancel = %d %s", resp.StatusCode, body)
@@ -250,7 +268,7 @@ func TestContainCgroupKillsEscapees(t *testing.T) {
 			t.Errorf("cancel answered %s", body)
 		}
 		waitGone(t, 2*time.Second, "the canceled job's processes, the setsid escapee included, to be gone", arg, rec.Pid, escapee, inGroup)
-		if dirs := jobCgroups(t, root); len(dirs) != 0 {
+		if dirs := jobCgroups(t, sub); len(dirs) != 0 {
 			t.Errorf("cgroups left after the job ended: %v", dirs)
 		}
 	})
@@ -258,13 +276,13 @@ func TestContainCgroupKillsEscapees(t *testing.T) {
 	t.Run("timeout", func(t *testing.T) {
 		arg := sleepArg(302)
 		rec := g.detach("/v1/commands/escape_timeout/run?d=" + arg)
-		escapee, inGroup := escapees(t, arg, rec.Pid, root)
+		escapee, inGroup := escapees(t, arg, rec.Pid, sub)
 		got := g.waitJob(rec.ID, "timed_out")
 		if got.EndedAt == nil || got.StartedAt == nil || got.EndedAt.Sub(*got.StartedAt) > 5*time.Second {
 			t.Errorf("timed out job: started %v ended %v", got.StartedAt, got.EndedAt)
 		}
 		waitGone(t, 2*time.Second, "the timed out job's processes, the setsid escapee included, to be gone", arg, rec.Pid, escapee, inGroup)
-		if dirs := jobCgroups(t, root); len(dirs) != 0 {
+		if dirs := jobCgroups(t, sub); len(dirs) != 0 {
 			t.Errorf("cgroups left after the job ended: %v", dirs)
 		}
 	})
@@ -289,7 +307,7 @@ func TestContainCgroupKillsEscapees(t *testing.T) {
 			t.Fatalf("stdout %q, want the escapee's pid", *rec.Stdout)
 		}
 		waitGone(t, 2*time.Second, "the escapee left by the main process to be gone", arg, escapee)
-		if dirs := jobCgroups(t, root); len(dirs) != 0 {
+		if dirs := jobCgroups(t, sub); len(dirs) != 0 {
 			t.Errorf("cgroups left after the job ended: %v", dirs)
 		}
 	})
@@ -303,8 +321,9 @@ func TestContainCgroupShutdown(t *testing.T) {
 	root := cgroupRoot(t)
 	arg := sleepArg(304)
 	g := startGateway(t, escapeConfig(root))
+	sub := jobsRoot(t, g)
 	rec := g.detach("/v1/commands/escape/run?d=" + arg)
-	escapee, inGroup := escapees(t, arg, rec.Pid, root)
+	escapee, inGroup := escapees(t, arg, rec.Pid, sub)
 
 	start := time.Now()
 	g.signal(syscall.SIGTERM)
@@ -322,7 +341,7 @@ func TestContainCgroupShutdown(t *testing.T) {
 	if got := decode[record](t, []byte(ended[0])); got.State != "canceled" || got.CancelReason == nil || *got.CancelReason != "shutdown" {
 		t.Errorf("job at shutdown: %s, want canceled with cancel_reason shutdown", ended[0])
 	}
-	if dirs := jobCgroups(t, root); len(dirs) != 0 {
+	if dirs := jobCgroups(t, sub); len(dirs) != 0 {
 		t.Errorf("cgroups left after the gateway exited: %v", dirs)
 	}
 }
@@ -337,8 +356,9 @@ func TestContainCgroupCrashRestart(t *testing.T) {
 	arg := sleepArg(305)
 	cfg := escapeConfig(root)
 	g := startGateway(t, cfg)
+	sub := jobsRoot(t, g)
 	rec := g.detach("/v1/commands/escape/run?d=" + arg)
-	escapee, inGroup := escapees(t, arg, rec.Pid, root)
+	escapee, inGroup := escapees(t, arg, rec.Pid, sub)
 	killAfter(t, escapee) // should the restart miss it
 	killAfter(t, inGroup)
 
@@ -350,7 +370,7 @@ func TestContainCgroupCrashRestart(t *testing.T) {
 	if !alive(escapee) {
 		t.Fatalf("the setsid escapee died with the gateway: nothing left for the restart to sweep")
 	}
-	if dirs := jobCgroups(t, root); len(dirs) != 1 {
+	if dirs := jobCgroups(t, sub); len(dirs) != 1 {
 		t.Errorf("cgroups after the crash: %v, want the job's", dirs)
 	}
 
@@ -362,7 +382,7 @@ func TestContainCgroupCrashRestart(t *testing.T) {
 	if g2.log.find(`"message":"killed processes left in the cgroup of an interrupted job"`) == "" {
 		t.Errorf("the sweep of the job's cgroup is not logged:\n%s", g2.log.String())
 	}
-	if dirs := jobCgroups(t, root); len(dirs) != 0 {
+	if dirs := jobCgroups(t, sub); len(dirs) != 0 {
 		t.Errorf("cgroups left after the restart: %v", dirs)
 	}
 	g2.stop()
@@ -597,4 +617,32 @@ commands:
 			g.stop()
 		})
 	}
+}
+
+// TestContainTwoGatewaysShareCgroupRoot: two gateways on one cgroup.root
+// (two on a host, as a cluster runs them) each work in a subtree of their
+// own: the start-up sweep of one never touches the other's jobs.
+func TestContainTwoGatewaysShareCgroupRoot(t *testing.T) {
+	root := cgroupRoot(t)
+	arg := sleepArg(307)
+	first := startGateway(t, escapeConfig(root))
+	rec := first.detach("/v1/commands/escape/run?d=" + arg)
+	escapee, inGroup := escapees(t, arg, rec.Pid, jobsRoot(t, first))
+
+	second := startGateway(t, escapeConfig(root))
+	second.waitLog(`"message":"ready"`, 10*time.Second)
+	for _, pid := range []int{rec.Pid, escapee, inGroup} {
+		if !alive(pid) {
+			t.Errorf("process %d of the first gateway's job died when the second started", pid)
+		}
+	}
+	if got := first.waitJob(rec.ID, "running"); got.State != "running" {
+		t.Errorf("the first gateway's job: %s", got.State)
+	}
+	a, b := containment(t, first), containment(t, second)
+	if a == b || !strings.HasPrefix(a, "cgroups in "+root+"/") || !strings.HasPrefix(b, "cgroups in "+root+"/") {
+		t.Errorf("containment %q and %q, want two subtrees of %s", a, b, root)
+	}
+	second.stop()
+	first.stop()
 }

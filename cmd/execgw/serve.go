@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -66,6 +68,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cgroups, err := openCgroups(cfg, true)
 	if err != nil {
 		return err
+	}
+	if cgroups != nil {
+		defer func() {
+			if err := cgroups.Close(); err != nil {
+				log.Warn().Err(err).Msg("remove cgroup subtree")
+			}
+		}()
 	}
 	if err := checkContainment(cfg, cgroups); err != nil {
 		return err
@@ -211,11 +220,29 @@ func openCgroups(cfg *config.Config, detect bool) (*cgroup.Manager, error) {
 			return nil, nil
 		}
 	}
-	m, err := cgroup.Open(root)
+	if cfg.Cgroup.Root == "" {
+		// The service's own delegated cgroup: no other gateway is in it.
+		m, err := cgroup.Open(root)
+		if err != nil {
+			return nil, fmt.Errorf("cgroup: %w", err)
+		}
+		return m, nil
+	}
+	// A configured root may be shared by several gateways: each works in
+	// a subtree named after its state directory, which no other gateway
+	// can share (bbolt locks it), and which stays the same across restarts
+	// so that a restart sweeps its own leftovers.
+	m, err := cgroup.OpenSubtree(root, cgroupSubtree(cfg.StateDir))
 	if err != nil {
 		return nil, fmt.Errorf("%s: cgroup.root: %w", cfg.Path, err)
 	}
 	return m, nil
+}
+
+// cgroupSubtree names a gateway's subtree of a shared cgroup.root.
+func cgroupSubtree(stateDir string) string {
+	sum := sha256.Sum256([]byte(stateDir))
+	return "gw-" + hex.EncodeToString(sum[:6])
 }
 
 // checkContainment refuses limits that cannot be enforced: a limit that

@@ -69,6 +69,7 @@ func (e *ControllerError) Is(target error) bool { return target == ErrNotAvailab
 type Manager struct {
 	root        string
 	controllers []string
+	subtree     bool // made by OpenSubtree: Close removes it
 
 	mu      sync.Mutex
 	enabled map[string]bool // controllers known enabled in root's cgroup.subtree_control
@@ -120,6 +121,49 @@ func Open(root string) (*Manager, error) {
 		}
 	}
 	return m, nil
+}
+
+// OpenSubtree returns a Manager for root/name, a subtree of its own under
+// a root that other gateways may share (cgroup.root): it works only below
+// it, so its start-up sweep never reaches another gateway's jobs. It
+// creates the subtree, after enabling in root every limit controller that
+// root offers, so that the subtree can offer them in turn. Close removes
+// the subtree once it is empty.
+func OpenSubtree(root, name string) (*Manager, error) {
+	if name == "" || strings.ContainsAny(name, "/\x00") || name[0] == '.' || strings.HasPrefix(name, jobPrefix) {
+		return nil, fmt.Errorf("cgroup subtree %q: invalid name", name)
+	}
+	parent, err := Open(root)
+	if err != nil {
+		return nil, err
+	}
+	var offered []string
+	for _, c := range []string{"cpu", "memory", "pids"} {
+		if parent.Require(c) == nil {
+			offered = append(offered, c)
+		}
+	}
+	// Should it fail, limits fail at start-up, naming what is missing;
+	// the subtree still kills and accounts.
+	_ = parent.enable(offered)
+	m, err := Open(filepath.Join(parent.root, name))
+	if err != nil {
+		return nil, err
+	}
+	m.subtree = true
+	return m, nil
+}
+
+// Close removes the Manager's subtree (see [OpenSubtree]) if nothing is in
+// it any more; for a root of its own, it does nothing.
+func (m *Manager) Close() error {
+	if !m.subtree {
+		return nil
+	}
+	if err := unix.Rmdir(m.root); err != nil && err != unix.ENOENT && err != unix.EBUSY {
+		return fmt.Errorf("remove cgroup subtree: %w", &fs.PathError{Op: "rmdir", Path: m.root, Err: err})
+	}
+	return nil
 }
 
 // checkCgroup2 fails unless dir is a directory of a cgroup v2 file system.

@@ -424,3 +424,53 @@ func TestDetect(t *testing.T) {
 	}
 	j.Close()
 }
+
+// TestOpenSubtree: two managers on one root each see only their own jobs,
+// and a subtree goes once empty.
+func TestOpenSubtree(t *testing.T) {
+	root := cgrouptest.Root(t)
+	a, err := cgroup.OpenSubtree(root, "gw-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cgroup.OpenSubtree(root, "gw-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Root() != filepath.Join(root, "gw-a") {
+		t.Errorf("Root() = %s, want %s/gw-a", a.Root(), root)
+	}
+	job, err := a.NewJob("J1", cgroup.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := b.Jobs(); err != nil || len(ids) != 0 {
+		t.Errorf("b.Jobs() = %v, %v; want none: a's job is not b's", ids, err)
+	}
+	if ids, err := a.Jobs(); err != nil || len(ids) != 1 || ids[0] != "J1" {
+		t.Errorf("a.Jobs() = %v, %v; want [J1]", ids, err)
+	}
+	if err := a.Close(); err != nil {
+		t.Errorf("Close with a job inside = %v, want nil (the subtree stays)", err)
+	}
+	if _, err := os.Stat(a.Root()); err != nil {
+		t.Errorf("a's subtree went while a job was in it: %v", err)
+	}
+	if err := job.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	job.Close()
+	for _, m := range []*cgroup.Manager{a, b} {
+		if err := m.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(m.Root()); !os.IsNotExist(err) {
+			t.Errorf("subtree %s after Close: %v, want gone", m.Root(), err)
+		}
+	}
+	for _, name := range []string{"", "a/b", ".x", "job-1"} {
+		if _, err := cgroup.OpenSubtree(root, name); err == nil {
+			t.Errorf("OpenSubtree(%q) = nil error", name)
+		}
+	}
+}
