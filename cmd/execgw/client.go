@@ -17,8 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	// Imported under another name: the package block has func client.
+	"github.com/execgw/execgw/internal/api"
 	apiclient "github.com/execgw/execgw/internal/client"
-	"github.com/execgw/execgw/internal/jobs"
 )
 
 const defaultServer = "http://127.0.0.1:8080"
@@ -179,7 +179,7 @@ func clientRun(ctx context.Context, c *apiclient.Client, name string, params map
 	if err != nil {
 		return err
 	}
-	if rec.State != jobs.Succeeded && (rec.State != jobs.Failed || rec.ExitCode == nil) {
+	if rec.State != api.Succeeded && (rec.State != api.Failed || rec.ExitCode == nil) {
 		// Killed, timed out, canceled by someone else, never started:
 		// the exit status alone would not say which.
 		fmt.Fprintf(stderr, "execgw: job %s %s%s\n", rec.ID, rec.State, endDetails(rec))
@@ -191,17 +191,17 @@ func clientRun(ctx context.Context, c *apiclient.Client, name string, params map
 // process's exit code, or 128 + the number of the signal that killed it,
 // as a shell reports it; 1 when neither is known. A job that did not
 // succeed is never 0, even if its process exited 0 (on SIGTERM, say).
-func remoteExit(rec jobs.Record) error {
+func remoteExit(rec api.Job) error {
 	n := 1
 	switch {
 	case rec.ExitCode != nil:
 		n = *rec.ExitCode
-	case rec.Signal != "":
-		if sig := unix.SignalNum(rec.Signal); sig != 0 {
+	case rec.Signal != nil:
+		if sig := unix.SignalNum(*rec.Signal); sig != 0 {
 			n = 128 + int(sig)
 		}
 	}
-	if n == 0 && rec.State != jobs.Succeeded {
+	if n == 0 && rec.State != api.Succeeded {
 		n = 1
 	}
 	if n == 0 {
@@ -211,16 +211,16 @@ func remoteExit(rec jobs.Record) error {
 }
 
 // endDetails says why a job ended, as " (signal SIGKILL, user)".
-func endDetails(rec jobs.Record) string {
+func endDetails(rec api.Job) string {
 	var parts []string
-	if rec.Signal != "" {
-		parts = append(parts, "signal "+rec.Signal)
+	if rec.Signal != nil {
+		parts = append(parts, "signal "+*rec.Signal)
 	}
-	if rec.CancelReason != "" {
-		parts = append(parts, rec.CancelReason)
+	if rec.CancelReason != nil {
+		parts = append(parts, *rec.CancelReason)
 	}
-	if rec.Limit != "" {
-		parts = append(parts, "limit "+rec.Limit)
+	if rec.Limit != nil {
+		parts = append(parts, "limit "+*rec.Limit)
 	}
 	if len(parts) == 0 {
 		return ""
@@ -242,8 +242,8 @@ func clientJobs(ctx context.Context, c *apiclient.Client, filter url.Values, std
 		switch {
 		case rec.ExitCode != nil:
 			exit = strconv.Itoa(*rec.ExitCode)
-		case rec.Signal != "":
-			exit = rec.Signal
+		case rec.Signal != nil:
+			exit = *rec.Signal
 		}
 		created := "-"
 		if !rec.CreatedAt.IsZero() {

@@ -32,7 +32,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/execgw/execgw/internal/jobs"
+	"github.com/execgw/execgw/internal/api"
 )
 
 const (
@@ -121,7 +121,7 @@ func (c *Client) Close() {
 // returns the record of the ended job. Cancelling ctx closes the
 // connection, and the gateway then kills the process. stderr beyond the
 // gateway's output_limit is not stored, so not copied.
-func (c *Client) Run(ctx context.Context, name string, params map[string]string, detach bool, stdout, stderr io.Writer) (jobs.Record, error) {
+func (c *Client) Run(ctx context.Context, name string, params map[string]string, detach bool, stdout, stderr io.Writer) (api.Job, error) {
 	if params == nil {
 		params = map[string]string{}
 	}
@@ -129,11 +129,11 @@ func (c *Client) Run(ctx context.Context, name string, params map[string]string,
 		Params map[string]string `json:"params"`
 	}{params})
 	if err != nil {
-		return jobs.Record{}, err
+		return api.Job{}, err
 	}
 	req, err := c.newRequest(ctx, http.MethodPost, "/v1/commands/"+url.PathEscape(name)+"/run", nil, body)
 	if err != nil {
-		return jobs.Record{}, err
+		return api.Job{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 
@@ -142,10 +142,10 @@ func (c *Client) Run(ctx context.Context, name string, params map[string]string,
 		req.Header.Set("Accept", "application/json")
 		resp, err := c.do(req, c.callTimeout, false)
 		if err != nil {
-			return jobs.Record{}, err
+			return api.Job{}, err
 		}
 		defer closeBody(resp)
-		var rec jobs.Record
+		var rec api.Job
 		err = decodeJSON(resp, &rec)
 		return rec, err
 	}
@@ -153,15 +153,15 @@ func (c *Client) Run(ctx context.Context, name string, params map[string]string,
 	req.Header.Set("Accept", "application/octet-stream")
 	resp, err := c.do(req, c.headerTimeout, true)
 	if err != nil {
-		return jobs.Record{}, err
+		return api.Job{}, err
 	}
 	defer closeBody(resp)
 	id := resp.Header.Get("Execgw-Job-Id")
 	if id == "" {
-		return jobs.Record{}, fmt.Errorf("run %s: the answer names no job (Execgw-Job-Id)", name)
+		return api.Job{}, fmt.Errorf("run %s: the answer names no job (Execgw-Job-Id)", name)
 	}
 	if err := checkMediaType(resp, "application/octet-stream"); err != nil {
-		return jobs.Record{}, err
+		return api.Job{}, err
 	}
 
 	// stderr comes from the job's stored output, followed until the job
@@ -181,33 +181,33 @@ func (c *Client) Run(ctx context.Context, name string, params map[string]string,
 	if _, err := io.Copy(stdout, resp.Body); err != nil {
 		stopStderr()
 		<-stderrDone
-		return jobs.Record{}, fmt.Errorf("job %s: stdout: %w", id, err)
+		return api.Job{}, fmt.Errorf("job %s: stdout: %w", id, err)
 	}
 	// A stream cut short has no trailers: the job's end is unknown.
 	if resp.Trailer.Get("Execgw-State") == "" {
 		stopStderr()
 		<-stderrDone
-		return jobs.Record{}, fmt.Errorf("job %s: the stream ended before the job: %w", id, io.ErrUnexpectedEOF)
+		return api.Job{}, fmt.Errorf("job %s: the stream ended before the job: %w", id, io.ErrUnexpectedEOF)
 	}
 	if err := <-stderrDone; err != nil {
-		return jobs.Record{}, err
+		return api.Job{}, err
 	}
 	return c.Job(ctx, id)
 }
 
 // Job returns the record of job id.
-func (c *Client) Job(ctx context.Context, id string) (jobs.Record, error) {
+func (c *Client) Job(ctx context.Context, id string) (api.Job, error) {
 	req, err := c.newRequest(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id), nil, nil)
 	if err != nil {
-		return jobs.Record{}, err
+		return api.Job{}, err
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.do(req, c.callTimeout, false)
 	if err != nil {
-		return jobs.Record{}, err
+		return api.Job{}, err
 	}
 	defer closeBody(resp)
-	var rec jobs.Record
+	var rec api.Job
 	err = decodeJSON(resp, &rec)
 	return rec, err
 }
@@ -215,7 +215,7 @@ func (c *Client) Job(ctx context.Context, id string) (jobs.Record, error) {
 // Jobs lists jobs, newest first, filtered by filter (state, command,
 // limit, after: see GET /v1/jobs). next is the after value of the
 // following page, "" on the last one.
-func (c *Client) Jobs(ctx context.Context, filter url.Values) (list []jobs.Record, next string, err error) {
+func (c *Client) Jobs(ctx context.Context, filter url.Values) (list []api.Job, next string, err error) {
 	req, err := c.newRequest(ctx, http.MethodGet, "/v1/jobs", filter, nil)
 	if err != nil {
 		return nil, "", err
@@ -226,10 +226,7 @@ func (c *Client) Jobs(ctx context.Context, filter url.Values) (list []jobs.Recor
 		return nil, "", err
 	}
 	defer closeBody(resp)
-	var page struct {
-		Jobs []jobs.Record `json:"jobs"`
-		Next string        `json:"next"`
-	}
+	var page api.JobList
 	if err := decodeJSON(resp, &page); err != nil {
 		return nil, "", err
 	}
@@ -267,18 +264,18 @@ func (c *Client) output(ctx context.Context, id, stream string, follow bool, w i
 
 // Cancel cancels job id and returns its record once it has ended; a job
 // that had ended already is returned unchanged.
-func (c *Client) Cancel(ctx context.Context, id string) (jobs.Record, error) {
+func (c *Client) Cancel(ctx context.Context, id string) (api.Job, error) {
 	req, err := c.newRequest(ctx, http.MethodPost, "/v1/jobs/"+url.PathEscape(id)+"/cancel", nil, nil)
 	if err != nil {
-		return jobs.Record{}, err
+		return api.Job{}, err
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.do(req, c.cancelTimeout, false)
 	if err != nil {
-		return jobs.Record{}, err
+		return api.Job{}, err
 	}
 	defer closeBody(resp)
-	var rec jobs.Record
+	var rec api.Job
 	err = decodeJSON(resp, &rec)
 	return rec, err
 }

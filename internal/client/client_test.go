@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +20,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/execgw/execgw/internal/jobs"
+	"github.com/execgw/execgw/internal/api"
 )
 
 func TestMain(m *testing.M) {
@@ -131,7 +132,7 @@ func (g *fakeGateway) run(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "<html><body>502 Bad Gateway</body></html>\n")
 		return
 	}
-	rec := jobs.Record{ID: testJobID, Command: name, Params: body.Params, State: jobs.Running, Pid: 42, CreatedAt: testCreated, StartedAt: testCreated}
+	rec := api.Job{ID: testJobID, Command: name, Params: body.Params, State: api.Running, Pid: ptr(42), CreatedAt: testCreated, StartedAt: ptr(testCreated)}
 	w.Header().Set("Execgw-Job-Id", testJobID)
 	if r.Header.Get("Prefer") == "respond-async" {
 		w.Header().Set("Location", "/v1/jobs/"+testJobID)
@@ -167,12 +168,15 @@ func (g *fakeGateway) run(w http.ResponseWriter, r *http.Request) {
 }
 
 // fakeRecord is the ended record of a bound run of command name.
-func fakeRecord(name string) jobs.Record {
+func fakeRecord(name string) api.Job {
 	run := fakeRuns[name]
-	rec := jobs.Record{ID: testJobID, Command: name, State: jobs.Failed, Pid: 42, CreatedAt: testCreated, StartedAt: testCreated,
-		EndedAt: testCreated.Add(time.Second), ExitCode: run.exit, Signal: run.signal}
+	rec := api.Job{ID: testJobID, Command: name, State: api.Failed, Pid: ptr(42), CreatedAt: testCreated, StartedAt: ptr(testCreated),
+		EndedAt: ptr(testCreated.Add(time.Second)), ExitCode: run.exit}
+	if run.signal != "" {
+		rec.Signal = ptr(run.signal)
+	}
 	if run.exit != nil && *run.exit == 0 {
-		rec.State = jobs.Succeeded
+		rec.State = api.Succeeded
 	}
 	return rec
 }
@@ -216,14 +220,14 @@ func (g *fakeGateway) jobs(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()
 		return
 	}
-	if s := q.Get("state"); s != "" && !jobs.State(s).Valid() {
+	if s := q.Get("state"); s != "" && !slices.Contains([]string{api.Queued, api.Running, api.Succeeded, api.Failed, api.Canceled, api.TimedOut, api.Interrupted}, s) {
 		writeError(w, http.StatusBadRequest, "invalid_argument", "state "+s+" is not a state")
 		return
 	}
 	code := 0
-	list := []jobs.Record{
-		{ID: testJobID, Command: "dd", State: jobs.Running, CreatedAt: testCreated},
-		{ID: nextJobID, Command: "dd", State: jobs.Succeeded, ExitCode: &code, CreatedAt: testCreated},
+	list := []api.Job{
+		{ID: testJobID, Command: "dd", State: api.Running, CreatedAt: testCreated},
+		{ID: nextJobID, Command: "dd", State: api.Succeeded, ExitCode: &code, CreatedAt: testCreated},
 	}
 	if q.Get("limit") == "100" {
 		// Sent chunked, the value flushed before its final newline: the
@@ -272,9 +276,9 @@ func (g *fakeGateway) cancel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "job not found")
 		return
 	}
-	rec := jobs.Record{
-		ID: testJobID, Command: "dd", State: jobs.Canceled, CancelReason: jobs.ReasonUser,
-		Signal: "SIGTERM", CreatedAt: testCreated, StartedAt: testCreated, EndedAt: testCreated.Add(time.Second),
+	rec := api.Job{
+		ID: testJobID, Command: "dd", State: api.Canceled, CancelReason: ptr("user"),
+		Signal: ptr("SIGTERM"), CreatedAt: testCreated, StartedAt: ptr(testCreated), EndedAt: ptr(testCreated.Add(time.Second)),
 	}
 	writeJSON(w, http.StatusOK, rec)
 }
@@ -307,9 +311,9 @@ func TestRunOutput(t *testing.T) {
 			if stdout.String() != want.stdout || stderr.String() != want.stderr {
 				t.Errorf("Run(%q) stdout %q, stderr %q; want %q, %q", name, stdout.String(), stderr.String(), want.stdout, want.stderr)
 			}
-			if wantRec := fakeRecord(name); rec.ID != testJobID || rec.State != wantRec.State || rec.Signal != want.signal || !reflect.DeepEqual(rec.ExitCode, want.exit) {
+			if wantRec := fakeRecord(name); rec.ID != testJobID || rec.State != wantRec.State || derefString(rec.Signal) != want.signal || !reflect.DeepEqual(rec.ExitCode, want.exit) {
 				t.Errorf("Run(%q) = {id %s, state %s, exit %v, signal %q}, want {id %s, state %s, exit %v, signal %q}",
-					name, rec.ID, rec.State, deref(rec.ExitCode), rec.Signal, testJobID, wantRec.State, deref(want.exit), want.signal)
+					name, rec.ID, rec.State, deref(rec.ExitCode), derefString(rec.Signal), testJobID, wantRec.State, deref(want.exit), want.signal)
 			}
 			g.mu.Lock()
 			params, prefer := g.params, g.prefer
@@ -319,6 +323,13 @@ func TestRunOutput(t *testing.T) {
 			}
 		})
 	}
+}
+
+func derefString(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }
 
 func deref(p *int) any {
@@ -336,7 +347,7 @@ func TestRunDetached(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run detached: %v", err)
 	}
-	if called := out.Len() > 0; rec.ID != testJobID || rec.State != jobs.Running || called {
+	if called := out.Len() > 0; rec.ID != testJobID || rec.State != api.Running || called {
 		t.Errorf("Run detached = {id %s, state %s}, output callback called %v; want {id %s, state running}, not called",
 			rec.ID, rec.State, called, testJobID)
 	}
@@ -460,8 +471,8 @@ func TestCancel(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Cancel: %v", err)
 	}
-	if rec.State != jobs.Canceled || rec.CancelReason != jobs.ReasonUser || rec.ExitCode != nil {
-		t.Errorf("Cancel() = {state %s, reason %q, exit %v}, want {canceled, user, nil}", rec.State, rec.CancelReason, deref(rec.ExitCode))
+	if rec.State != api.Canceled || derefString(rec.CancelReason) != "user" || rec.ExitCode != nil {
+		t.Errorf("Cancel() = {state %s, reason %q, exit %v}, want {canceled, user, nil}", rec.State, derefString(rec.CancelReason), deref(rec.ExitCode))
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/execgw/execgw/internal/jobs"
+	"github.com/execgw/execgw/internal/jobstore"
 )
 
 // Store is a jobs.Store in Redis. A record is a hash `{p}:job:<id>`: its
@@ -212,16 +213,11 @@ func endedMember(rec jobs.Record) string {
 	return timeKey(t) + rec.ID
 }
 
-// encodeRecord and decodeRecord are the stored form of a record.
-func encodeRecord(rec jobs.Record) ([]byte, error) { return rec.MarshalJSON() }
+// encodeRecord and decodeRecord are the stored form of a record, the
+// same as the embedded store's.
+func encodeRecord(rec jobs.Record) ([]byte, error) { return jobstore.EncodeRecord(rec) }
 
-func decodeRecord(val []byte) (jobs.Record, error) {
-	var rec jobs.Record
-	if err := rec.UnmarshalJSON(val); err != nil {
-		return jobs.Record{}, fmt.Errorf("decode job record: %w", err)
-	}
-	return rec, nil
-}
+func decodeRecord(val []byte) (jobs.Record, error) { return jobstore.DecodeRecord(val) }
 
 // hasErrorCode reports whether err is a script's error reply with the
 // given code (its first word).

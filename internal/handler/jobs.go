@@ -5,10 +5,12 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/execgw/execgw/internal/api"
 	"github.com/execgw/execgw/internal/config"
 	"github.com/execgw/execgw/internal/jobs"
 )
@@ -114,10 +116,7 @@ func (h *handler) listJobs(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if recs == nil {
-		recs = []jobs.Record{}
-	}
-	return c.JSON(http.StatusOK, map[string]any{"jobs": recs, "next": next})
+	return c.JSON(http.StatusOK, api.JobList{Jobs: apiJobs(recs, time.Now()), Next: next})
 }
 
 func (h *handler) getJob(c echo.Context) error {
@@ -125,7 +124,7 @@ func (h *handler) getJob(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, rec)
+	return c.JSON(http.StatusOK, apiJob(rec, time.Now()))
 }
 
 // jobOutput is GET /v1/jobs/{id}/stdout|stderr[?follow=true].
@@ -211,7 +210,7 @@ func (h *handler) cancelJob(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, rec)
+	return c.JSON(http.StatusOK, apiJob(rec, time.Now()))
 }
 
 func (h *handler) deleteJob(c echo.Context) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -33,5 +34,5 @@ func (h *handler) runDetached(c echo.Context, jr jobs.Request) error {
 	hdr.Set(headerJobID, job.ID())
 	hdr.Set("Location", "/v1/jobs/"+job.ID())
 	hdr.Set("Preference-Applied", "respond-async")
-	return c.JSON(http.StatusAccepted, job.Record())
+	return c.JSON(http.StatusAccepted, apiJob(job.Record(), time.Now()))
 }

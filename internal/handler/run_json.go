@@ -3,6 +3,7 @@ package handler
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
@@ -50,7 +51,7 @@ const answerBuffer = 32 << 10
 // cut it short: the client then gets JSON that does not parse, and the
 // log says why.
 func (h *handler) answerWithOutput(c echo.Context, rec jobs.Record) error {
-	head, err := rec.MarshalJSON()
+	head, err := json.Marshal(apiJob(rec, time.Now()))
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package handler
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
@@ -130,7 +131,7 @@ func setSSEHeaders(h http.Header) {
 
 // sendExit sends the exit event, the job's record.
 func sendExit(sse *sseWriter, rec jobs.Record) error {
-	data, err := rec.MarshalJSON()
+	data, err := json.Marshal(apiJob(rec, time.Now()))
 	if err != nil {
 		return err
 	}

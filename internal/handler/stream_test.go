@@ -282,8 +282,9 @@ func exitRecord(t *testing.T, evs []sseEvent) jobs.Record {
 	if n := len(byStream(evs, "exit")); n != 1 {
 		t.Fatalf("%d exit events, want 1", n)
 	}
-	var rec jobs.Record
-	if err := json.Unmarshal([]byte(evs[len(evs)-1].data), &rec); err != nil {
+	// The API's record has the stored form's keys, less some.
+	rec, err := jobstore.DecodeRecord([]byte(evs[len(evs)-1].data))
+	if err != nil {
 		t.Fatalf("exit event data %q: %v", evs[len(evs)-1].data, err)
 	}
 	return rec

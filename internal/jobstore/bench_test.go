@@ -2,7 +2,6 @@ package jobstore
 
 import (
 	"context"
-	"encoding/json"
 	"sync/atomic"
 	"testing"
 
@@ -81,7 +80,7 @@ func BenchmarkCommit(b *testing.B) {
 				var n atomic.Uint64
 				one := func() error {
 					rec := benchRecord(n.Add(1))
-					val, err := json.Marshal(rec)
+					val, err := EncodeRecord(rec)
 					if err != nil {
 						return err
 					}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -97,8 +96,7 @@ func (b *Bolt) Put(ctx context.Context, rec jobs.Record) error {
 	if rec.ID == "" {
 		return errors.New("put job: empty id")
 	}
-	// Directly: json.Marshal would check and copy what MarshalJSON wrote.
-	val, err := rec.MarshalJSON()
+	val, err := EncodeRecord(rec)
 	if err != nil {
 		return fmt.Errorf("put job %s: %w", rec.ID, err)
 	}
@@ -323,9 +321,11 @@ func buckets(tx *bolt.Tx) (js, active, ended *bolt.Bucket) {
 }
 
 func decode(val []byte, rec *jobs.Record) error {
-	if err := json.Unmarshal(val, rec); err != nil {
-		return fmt.Errorf("decode record: %w", err)
+	r, err := DecodeRecord(val)
+	if err != nil {
+		return err
 	}
+	*rec = r
 	return nil
 }
 
@@ -333,8 +333,8 @@ func decode(val []byte, rec *jobs.Record) error {
 // has one. A record that cannot be decoded is not in the way of replacing or
 // deleting it: its entry, if any, is left and EndedBefore skips it.
 func deleteEnded(ended *bolt.Bucket, id, old []byte) error {
-	var rec jobs.Record
-	if json.Unmarshal(old, &rec) != nil || !rec.State.Ended() {
+	rec, err := DecodeRecord(old)
+	if err != nil || !rec.State.Ended() {
 		return nil
 	}
 	return ended.Delete(endedKey(rec, id))

@@ -2,7 +2,6 @@ package jobstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -57,7 +56,7 @@ func putMany(t testing.TB, b *Bolt, recs []jobs.Record) {
 	t.Helper()
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		for _, rec := range recs {
-			val, err := json.Marshal(rec)
+			val, err := EncodeRecord(rec)
 			if err != nil {
 				return err
 			}
@@ -146,6 +145,26 @@ func ids(recs []jobs.Record) []string {
 	return out
 }
 
+// TestStoredRecordReadsAsWritten: a record written by an earlier version,
+// in the stored form as it was then, reads with every field.
+func TestStoredRecordReadsAsWritten(t *testing.T) {
+	old := `{"id":"01JD0000000000000000000000","command":"dd","params":{"count":"10","secret":"***"},` +
+		`"state":"canceled","exit_code":3,"signal":"SIGKILL","cancel_reason":"user","limit":"memory_max",` +
+		`"pid":4242,"pgid":4242,"proc_start":987654321,"boot_id":"0b5b1f5e-6c1e-4a3b-9f0e-1234567890ab",` +
+		`"owner":"ops","created_at":"2025-03-01T12:00:00.123456789+03:30","started_at":"2025-03-01T12:00:00.124456789+03:30",` +
+		`"ended_at":"2025-03-01T12:00:01.623456789+03:30","duration_ms":1500,"stdout_bytes":1099511627776,"stderr_bytes":17,` +
+		`"stdout_truncated":true,"stderr_truncated":true,"memory_peak_bytes":1073741824,"cpu_time_ms":1234}`
+	got, err := DecodeRecord([]byte(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fullRecord("01JD0000000000000000000000")
+	want.MemoryPeak, want.CPUTimeMs = 1<<30, 1234
+	if d := diffRecord(got, want); d != "" {
+		t.Errorf("DecodeRecord(an earlier version's record): %s", d)
+	}
+}
+
 func TestRecordJSONRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -165,12 +184,12 @@ func TestRecordJSONRoundTrip(t *testing.T) {
 		{"queued, nothing set", jobs.Record{ID: testID(4), Command: "dd", State: jobs.Queued, CreatedAt: base}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := json.Marshal(tc.rec)
+			b, err := EncodeRecord(tc.rec)
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got jobs.Record
-			if err := json.Unmarshal(b, &got); err != nil {
+			got, err := DecodeRecord(b)
+			if err != nil {
 				t.Fatal(err)
 			}
 			if d := diffRecord(got, tc.rec); d != "" {
