@@ -197,12 +197,17 @@ func (c *Client) Run(ctx context.Context, name string, params map[string]string,
 
 // Job returns the record of job id.
 func (c *Client) Job(ctx context.Context, id string) (api.Job, error) {
-	req, err := c.newRequest(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id), nil, nil)
+	return c.record(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id), c.callTimeout)
+}
+
+// record sends a request without a body whose answer is a job record.
+func (c *Client) record(ctx context.Context, method, path string, limit time.Duration) (api.Job, error) {
+	req, err := c.newRequest(ctx, method, path, nil, nil)
 	if err != nil {
 		return api.Job{}, err
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := c.do(req, c.callTimeout, false)
+	resp, err := c.do(req, limit, false)
 	if err != nil {
 		return api.Job{}, err
 	}
@@ -265,19 +270,7 @@ func (c *Client) output(ctx context.Context, id, stream string, follow bool, w i
 // Cancel cancels job id and returns its record once it has ended; a job
 // that had ended already is returned unchanged.
 func (c *Client) Cancel(ctx context.Context, id string) (api.Job, error) {
-	req, err := c.newRequest(ctx, http.MethodPost, "/v1/jobs/"+url.PathEscape(id)+"/cancel", nil, nil)
-	if err != nil {
-		return api.Job{}, err
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.do(req, c.cancelTimeout, false)
-	if err != nil {
-		return api.Job{}, err
-	}
-	defer closeBody(resp)
-	var rec api.Job
-	err = decodeJSON(resp, &rec)
-	return rec, err
+	return c.record(ctx, http.MethodPost, "/v1/jobs/"+url.PathEscape(id)+"/cancel", c.cancelTimeout)
 }
 
 func (c *Client) newRequest(ctx context.Context, method, path string, query url.Values, body []byte) (*http.Request, error) {

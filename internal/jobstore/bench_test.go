@@ -9,6 +9,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/execgw/execgw/internal/jobs"
+	"github.com/execgw/execgw/internal/jobs/storetest"
 )
 
 // benchParallelism times GOMAXPROCS is the number of writers in the
@@ -17,7 +18,7 @@ const benchParallelism = 8
 
 // benchRecord is a realistic ended record with the i-th id.
 func benchRecord(i uint64) jobs.Record {
-	rec := fullRecord(ulid.MustNew(ulid.Timestamp(base)+i, nil).String())
+	rec := storetest.FullRecord(ulid.MustNew(ulid.Timestamp(storetest.Base)+i, nil).String())
 	rec.State = jobs.Succeeded
 	return rec
 }

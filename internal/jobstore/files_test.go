@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/execgw/execgw/internal/jobs"
+	"github.com/execgw/execgw/internal/jobs/storetest"
 )
 
 func newFilesTest(t *testing.T) (*Files, string) {
@@ -60,7 +61,7 @@ func readAll(t *testing.T, f *Files, id string, s jobs.Stream) string {
 
 func TestFilesCreateOpenRemove(t *testing.T) {
 	f, dir := newFilesTest(t)
-	id := testID(1)
+	id := storetest.ID(1)
 	if got := readAll(t, f, id, jobs.Stdout); got != "" {
 		t.Errorf("stream never created reads %q, want empty", got)
 	}
@@ -91,7 +92,7 @@ func TestFilesCreateOpenRemove(t *testing.T) {
 	}
 
 	// A stream created but never written has no file and reads empty.
-	silent := testID(3)
+	silent := storetest.ID(3)
 	w, err := f.Create(silent, jobs.Stdout)
 	if err != nil {
 		t.Fatal(err)
@@ -121,53 +122,13 @@ func TestFilesCreateOpenRemove(t *testing.T) {
 		t.Errorf("second Remove = %v, want nil", err)
 	}
 	// Only stderr exists.
-	w, err = f.Create(testID(2), jobs.Stderr)
+	w, err = f.Create(storetest.ID(2), jobs.Stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.Close()
-	if err := f.Remove(testID(2)); err != nil {
+	if err := f.Remove(storetest.ID(2)); err != nil {
 		t.Errorf("Remove(only stderr) = %v", err)
-	}
-}
-
-// TestFilesFollow reads a stream while it is written, as following a live
-// job does: EOF at the end so far, then the bytes written after it.
-func TestFilesFollow(t *testing.T) {
-	f, _ := newFilesTest(t)
-	id := testID(1)
-	w, err := f.Create(id, jobs.Stdout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	r, err := f.Open(id, jobs.Stdout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	buf := make([]byte, 64)
-
-	if n, err := r.Read(buf); n != 0 || err != io.EOF {
-		t.Fatalf("Read of empty stream = %d, %v; want 0, EOF", n, err)
-	}
-	for _, chunk := range []string{"first ", "second\n", "third"} {
-		if _, err := io.WriteString(w, chunk); err != nil {
-			t.Fatal(err)
-		}
-		n, err := r.Read(buf)
-		if err != nil || string(buf[:n]) != chunk {
-			t.Fatalf("Read after writing %q = %q, %v", chunk, buf[:n], err)
-		}
-		if n, err := r.Read(buf); n != 0 || err != io.EOF {
-			t.Fatalf("Read at end = %d, %v; want 0, EOF", n, err)
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if got := readAll(t, f, id, jobs.Stdout); got != "first second\nthird" {
-		t.Errorf("after Close: %q", got)
 	}
 }
 
@@ -193,10 +154,10 @@ func TestFilesBadID(t *testing.T) {
 		}
 	}
 	for _, s := range []jobs.Stream{"", "stdin", "../x", "stdout/.."} {
-		if _, err := f.Create(testID(1), s); err == nil {
+		if _, err := f.Create(storetest.ID(1), s); err == nil {
 			t.Errorf("Create(stream %q) = nil error", s)
 		}
-		if _, err := f.Open(testID(1), s); err == nil {
+		if _, err := f.Open(storetest.ID(1), s); err == nil {
 			t.Errorf("Open(stream %q) = nil error", s)
 		}
 	}
@@ -208,7 +169,7 @@ func TestFilesBadID(t *testing.T) {
 		t.Errorf("dir holds %v, %v; want nothing", entries, err)
 	}
 	// The longest allowed id and every allowed character work.
-	for _, id := range []string{testID(1), "azAZ09", strings.Repeat("a", maxIDLen)} {
+	for _, id := range []string{storetest.ID(1), "azAZ09", strings.Repeat("a", maxIDLen)} {
 		w, err := f.Create(id, jobs.Stderr)
 		if err != nil {
 			t.Errorf("Create(%q) = %v", id, err)
