@@ -215,3 +215,13 @@ func groupMembers(pgid int) ([]procStat, error) {
 	}
 	return out, nil
 }
+
+// BootTicks reads CLOCK_BOOTTIME in clock ticks, the clock and unit of the
+// start times in /proc/PID/stat (USER_HZ is 100 on every Linux).
+func BootTicks() (uint64, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0, err
+	}
+	return uint64(ts.Nano()) / (1e9 / 100), nil
+}
