@@ -109,7 +109,8 @@ export async function waitFor(what, fn, timeoutMs = 10000, everyMs = 20) {
 export async function runningJob(gw, command, token) {
   return waitFor(command + " running", async () => {
     const { jobs } = await api(gw, "/v1/jobs?state=running&command=" + command, { token });
-    return jobs.length === 1 && jobs[0].pgid ? jobs[0] : null;
+    // A job is the leader of its process group: its pid is the group id.
+    return jobs.length === 1 && jobs[0].pid ? jobs[0] : null;
   });
 }
 

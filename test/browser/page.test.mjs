@@ -126,12 +126,12 @@ test("Run shows the first line before the command has finished, and Stop kills t
   await f.getByRole("log").filter({ hasText: "first line" }).waitFor();
   assert.match(await f.getByRole("log").textContent(), /to stderr/);
   const job = await runningJob(gw, "lines"); // still running: the line came live
-  assert.ok(groupMembers(job.pgid).length > 0);
+  assert.ok(groupMembers(job.pid).length > 0);
   await screenshot(p.page, "bound-run");
 
   const t0 = performance.now();
   await f.getByRole("button", { name: "Stop" }).click();
-  await groupGone(job.pgid, t0);
+  await groupGone(job.pid, t0);
   const rec = await waitFor("record ended", async () => {
     const r = await api(gw, "/v1/jobs/" + job.id);
     return r.state !== "running" && r;
@@ -151,11 +151,11 @@ async function treeKilledBy(leave) {
   let dropped = -1;
   await form(p.page, "tree").getByRole("button", { name: "Run", exact: true }).click();
   const job = await runningJob(gw, "tree");
-  await waitFor("sh, sleep and cat running", () => groupMembers(job.pgid).length === 3);
+  await waitFor("sh, sleep and cat running", () => groupMembers(job.pid).length === 3);
   const t0 = performance.now();
   p.page.on("requestfailed", (r) => { if (r.url().includes("/run")) dropped = performance.now() - t0; });
   const left = leave(p);
-  const ms = await groupGone(job.pgid, t0, 2000);
+  const ms = await groupGone(job.pid, t0, 2000);
   await left;
   const rec = await waitFor("record ended", async () => {
     const r = await api(gw, "/v1/jobs/" + job.id);
@@ -214,12 +214,12 @@ test("Run in background survives a reload of its view, and Cancel ends it", asyn
   // are not ordered with each other).
   await log.filter({ hasText: "started" }).filter({ hasText: "later" }).waitFor();
   assert.equal((await api(gw, "/v1/jobs/" + id)).state, "running", "a reload canceled a detached job");
-  assert.ok(groupMembers(job.pgid).length > 0);
+  assert.ok(groupMembers(job.pid).length > 0);
   await screenshot(p.page, "job-view");
 
   const t0 = performance.now();
   await p.page.getByRole("button", { name: "Cancel" }).click();
-  await groupGone(job.pgid, t0);
+  await groupGone(job.pid, t0);
   await p.page.locator("#job-record dd.state").filter({ hasText: "canceled (user)" }).waitFor();
   await p.page.getByRole("button", { name: "Cancel" }).waitFor({ state: "hidden" });
   const rec = await api(gw, "/v1/jobs/" + id);
