@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -328,46 +327,6 @@ func TestOpenNotADatabase(t *testing.T) {
 	if _, err := OpenBolt(dir); err == nil {
 		t.Error("OpenBolt(a directory) = nil error")
 	}
-}
-
-// TestConcurrent puts, reads and lists from many goroutines at once: the
-// race detector and the final state check it.
-func TestConcurrent(t *testing.T) {
-	ctx := context.Background()
-	b := openTest(t)
-	const workers, each = 8, 20
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Add(1)
-		// Exits after its records went through queued, running and ended.
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				rec := jobs.Record{ID: storetest.ID(w*each + i), Command: "dd", State: jobs.Queued, CreatedAt: storetest.Base}
-				for _, s := range []jobs.State{jobs.Queued, jobs.Running, jobs.Succeeded} {
-					rec.State = s
-					if s.Ended() {
-						rec.EndedAt = storetest.Base.Add(time.Duration(i) * time.Second)
-					}
-					if err := b.Put(ctx, rec); err != nil {
-						errs <- err
-						return
-					}
-				}
-				if _, _, err := b.List(ctx, jobs.Filter{State: jobs.Running}); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	countKeys(t, b, map[string]int{"jobs": workers * each, "active": 0, "ended": workers * each})
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -45,24 +45,10 @@ func TestNewFiles(t *testing.T) {
 	}
 }
 
-func readAll(t *testing.T, f *Files, id string, s jobs.Stream) string {
-	t.Helper()
-	r, err := f.Open(id, s)
-	if err != nil {
-		t.Fatalf("Open(%s, %s) = %v", id, s, err)
-	}
-	defer r.Close()
-	b, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatalf("read %s %s: %v", id, s, err)
-	}
-	return string(b)
-}
-
 func TestFilesCreateOpenRemove(t *testing.T) {
 	f, dir := newFilesTest(t)
 	id := storetest.ID(1)
-	if got := readAll(t, f, id, jobs.Stdout); got != "" {
+	if got := storetest.ReadAll(t, f, id, jobs.Stdout); got != "" {
 		t.Errorf("stream never created reads %q, want empty", got)
 	}
 	for s, text := range map[jobs.Stream]string{jobs.Stdout: "out\n", jobs.Stderr: "err\n"} {
@@ -84,10 +70,10 @@ func TestFilesCreateOpenRemove(t *testing.T) {
 			t.Errorf("%s file mode %v, want 0600", s, fi.Mode())
 		}
 	}
-	if got := readAll(t, f, id, jobs.Stdout); got != "out\n" {
+	if got := storetest.ReadAll(t, f, id, jobs.Stdout); got != "out\n" {
 		t.Errorf("stdout = %q, want %q", got, "out\n")
 	}
-	if got := readAll(t, f, id, jobs.Stderr); got != "err\n" {
+	if got := storetest.ReadAll(t, f, id, jobs.Stderr); got != "err\n" {
 		t.Errorf("stderr = %q, want %q", got, "err\n")
 	}
 
@@ -103,7 +89,7 @@ func TestFilesCreateOpenRemove(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, silent+".stdout")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("stream never written: Stat = %v, want not exist", err)
 	}
-	if got := readAll(t, f, silent, jobs.Stdout); got != "" {
+	if got := storetest.ReadAll(t, f, silent, jobs.Stdout); got != "" {
 		t.Errorf("stream never written reads %q, want empty", got)
 	}
 
@@ -114,7 +100,7 @@ func TestFilesCreateOpenRemove(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, id+"."+string(s))); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s after Remove: Stat = %v, want not exist", s, err)
 		}
-		if got := readAll(t, f, id, s); got != "" {
+		if got := storetest.ReadAll(t, f, id, s); got != "" {
 			t.Errorf("%s after Remove reads %q, want empty", s, got)
 		}
 	}

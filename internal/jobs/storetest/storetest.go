@@ -595,7 +595,8 @@ func Output(t *testing.T, open func(t *testing.T) jobs.OutputStore) {
 	}
 }
 
-func readAll(t *testing.T, o jobs.OutputStore, id string, s jobs.Stream) string {
+// ReadAll reads stream s of job id from o, whole.
+func ReadAll(t *testing.T, o jobs.OutputStore, id string, s jobs.Stream) string {
 	t.Helper()
 	r, err := o.Open(id, s)
 	if err != nil {
@@ -611,7 +612,7 @@ func readAll(t *testing.T, o jobs.OutputStore, id string, s jobs.Stream) string 
 
 func testOutputCreateOpenRemove(t *testing.T, o jobs.OutputStore) {
 	id := ID(1)
-	if got := readAll(t, o, id, jobs.Stdout); got != "" {
+	if got := ReadAll(t, o, id, jobs.Stdout); got != "" {
 		t.Errorf("stream never created reads %q, want empty", got)
 	}
 	binary := make([]byte, 256*300) // every byte value, more than one read
@@ -630,10 +631,10 @@ func testOutputCreateOpenRemove(t *testing.T, o jobs.OutputStore) {
 			t.Fatalf("Close = %v", err)
 		}
 	}
-	if got := readAll(t, o, id, jobs.Stdout); got != string(binary) {
+	if got := ReadAll(t, o, id, jobs.Stdout); got != string(binary) {
 		t.Errorf("stdout: read %d bytes, not the %d written", len(got), len(binary))
 	}
-	if got := readAll(t, o, id, jobs.Stderr); got != "err\n" {
+	if got := ReadAll(t, o, id, jobs.Stderr); got != "err\n" {
 		t.Errorf("stderr = %q, want %q", got, "err\n")
 	}
 	// A stream created but never written reads empty.
@@ -644,14 +645,14 @@ func testOutputCreateOpenRemove(t *testing.T, o jobs.OutputStore) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := readAll(t, o, ID(3), jobs.Stdout); got != "" {
+	if got := ReadAll(t, o, ID(3), jobs.Stdout); got != "" {
 		t.Errorf("stream never written reads %q, want empty", got)
 	}
 	if err := o.Remove(id); err != nil {
 		t.Fatalf("Remove = %v", err)
 	}
 	for _, s := range []jobs.Stream{jobs.Stdout, jobs.Stderr} {
-		if got := readAll(t, o, id, s); got != "" {
+		if got := ReadAll(t, o, id, s); got != "" {
 			t.Errorf("%s after Remove reads %q, want empty", s, got)
 		}
 	}
@@ -706,7 +707,7 @@ func testOutputFollow(t *testing.T, o jobs.OutputStore) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := readAll(t, o, id, jobs.Stdout); got != "first second\nthird" {
+	if got := ReadAll(t, o, id, jobs.Stdout); got != "first second\nthird" {
 		t.Errorf("after Close: %q", got)
 	}
 }
