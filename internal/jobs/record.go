@@ -54,7 +54,8 @@ type Record struct {
 	// Pgid, ProcStart, Sid and BootID identify the process group for the
 	// recovery sweep after a crash: ProcStart is the leader's start time
 	// in clock ticks since boot (/proc/PID/stat field 22), Sid the session
-	// the job's processes inherit (field 6), BootID the kernel's boot id.
+	// the job's processes inherit (field 6; -1 in a record from a version
+	// that did not store it), BootID the kernel's boot id.
 	Pgid      int
 	ProcStart uint64
 	Sid       int

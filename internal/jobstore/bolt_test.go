@@ -52,7 +52,7 @@ func TestStoredRecordReadsAsWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := storetest.FullRecord("01JD0000000000000000000000")
-	want.Sid, want.OutputError = 0, "" // not stored then
+	want.Sid, want.OutputError = -1, "" // not stored then
 	if d := storetest.DiffRecord(got, want); d != "" {
 		t.Errorf("DecodeRecord(an earlier version's record): %s", d)
 	}
@@ -72,6 +72,11 @@ func TestRecordJSONRoundTrip(t *testing.T) {
 		{"no exit code", func() jobs.Record {
 			r := storetest.FullRecord(storetest.ID(3))
 			r.ExitCode = nil
+			return r
+		}()},
+		{"session 0 (its leader outside the PID namespace)", func() jobs.Record {
+			r := storetest.FullRecord(storetest.ID(5))
+			r.Sid = 0
 			return r
 		}()},
 		{"queued, nothing set", jobs.Record{ID: storetest.ID(4), Command: "dd", State: jobs.Queued, CreatedAt: storetest.Base}},

@@ -54,7 +54,7 @@ func EncodeRecord(r jobs.Record) ([]byte, error) {
 		Pid:             nonZero(r.Pid),
 		Pgid:            nonZero(r.Pgid),
 		ProcStart:       r.ProcStart,
-		Sid:             nonZero(r.Sid),
+		Sid:             sessionOf(r),
 		BootID:          r.BootID,
 		Owner:           nonEmpty(r.Owner),
 		CreatedAt:       r.CreatedAt,
@@ -92,7 +92,7 @@ func DecodeRecord(b []byte) (jobs.Record, error) {
 		Pid:             deref(w.Pid),
 		Pgid:            deref(w.Pgid),
 		ProcStart:       w.ProcStart,
-		Sid:             deref(w.Sid),
+		Sid:             sessionOrUnknown(w.Pgid, w.Sid),
 		BootID:          w.BootID,
 		Owner:           deref(w.Owner),
 		CreatedAt:       w.CreatedAt,
@@ -106,6 +106,25 @@ func DecodeRecord(b []byte) (jobs.Record, error) {
 		MemoryPeak:      deref(w.MemoryPeak),
 		CPUTimeMs:       deref(w.CPUTimeMs),
 	}, nil
+}
+
+// sessionOf is the stored sid of a started job: 0 is a session like any
+// other (one whose leader is outside the PID namespace), so it is stored
+// whenever the group is.
+func sessionOf(r jobs.Record) *int {
+	if r.Pgid == 0 {
+		return nil
+	}
+	return &r.Sid
+}
+
+// sessionOrUnknown is -1 for a group stored without its session (by an
+// earlier version), which the crash sweep then leaves alone.
+func sessionOrUnknown(pgid, sid *int) int {
+	if pgid != nil && sid == nil {
+		return -1
+	}
+	return deref(sid)
 }
 
 func nonEmpty(s string) *string {

@@ -128,7 +128,10 @@ type Group struct {
 	LeaderStart uint64 // the leader's start time, clock ticks since boot
 	// Sid is the session the job's processes inherit: the gateway's own
 	// (jobs are made group leaders, never session leaders). A process
-	// that made a session of its own (a daemon) is in another.
+	// that made a session of its own (a daemon) is in another. It reads 0
+	// when the session's leader is outside the PID namespace (a
+	// container's), which a daemon's session never is; negative means not
+	// recorded.
 	Sid    int
 	BootID string
 }
@@ -139,8 +142,8 @@ type Group struct {
 // and every member is in session g.Sid, started no earlier than the
 // leader and no later than notAfter (the sweeping process's own start:
 // what started after it belongs to no instance before it). Otherwise it
-// signals nothing and returns 0, nil. A record without a session (Sid 0)
-// cannot be told apart for certain and is never swept. It returns how many
+// signals nothing and returns 0, nil. A group whose session was not
+// recorded (Sid < 0) cannot be told apart for certain and is never swept. It returns how many
 // live (not zombie) processes it signalled. It scans /proc. It refuses
 // pgid <= 1 and the caller's own group.
 func SweepGroup(g Group, notAfter uint64) (int, error) {
@@ -155,7 +158,7 @@ func SweepGroup(g Group, notAfter uint64) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("sweep process group %d: %w", pgid, err)
 	}
-	if g.BootID == "" || cur != g.BootID || g.Sid <= 0 {
+	if g.BootID == "" || cur != g.BootID || g.Sid < 0 {
 		return 0, nil // another boot, where the group died; or not identifiable
 	}
 

@@ -973,7 +973,7 @@ func TestSweepGroup(t *testing.T) {
 		}
 		n, err := SweepGroup(sweepable(t, pgid, ticks, boot), notAfter(t))
 		if n != 3 || err != nil {
-			t.Errorf("SweepGroup = %d, %v; want 3, nil", n, err)
+			t.Fatalf("SweepGroup = %d, %v; want 3, nil", n, err) // Cleanup kills the group
 		}
 		cmd.Wait()
 		assertGroupGone(t, pgid)
@@ -1046,4 +1046,32 @@ func TestSweepGroup(t *testing.T) {
 			}
 		}
 	})
+}
+
+// In a container whose session leader lives outside its PID namespace
+// (CI's), every session id reads 0. The sweep must still tell a job's
+// group from a daemon's there: this runs TestSweepGroup again in such a
+// namespace.
+func TestSweepGroupSessionOutsideNamespace(t *testing.T) {
+	if os.Getenv("EXECGW_IN_PID_NAMESPACE") != "" {
+		t.Skip("already inside the namespace")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare(1)")
+	}
+	probe := exec.Command(unshare, "--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "true")
+	if out, err := probe.CombinedOutput(); err != nil {
+		t.Skipf("cannot make a PID namespace here: %v: %s", err, out)
+	}
+	cmd := exec.Command(unshare, "--user", "--map-root-user", "--pid", "--fork", "--mount-proc",
+		os.Args[0], "-test.run", "^TestSweepGroup$", "-test.v")
+	cmd.Env = append(os.Environ(), "EXECGW_IN_PID_NAMESPACE=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("TestSweepGroup in a PID namespace: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "--- PASS: TestSweepGroup/leader_alive") {
+		t.Fatalf("TestSweepGroup did not run in the namespace:\n%s", out)
+	}
 }
