@@ -34,6 +34,8 @@ const (
 	defaultOutputLimit   = 16 << 20
 	defaultRetention     = 168 * time.Hour
 	defaultKillGrace     = 5 * time.Second
+	defaultClusterPrefix = "execgw"
+	defaultNodeTimeout   = 10 * time.Second
 )
 
 // Config is a loaded, defaulted and validated configuration file.
@@ -56,6 +58,7 @@ type Config struct {
 	Auth         Auth
 	Limits       Limits
 	Cgroup       Cgroup
+	Cluster      Cluster
 	Commands     map[string]*Command // at least one
 }
 
@@ -105,6 +108,25 @@ type Cgroup struct {
 	Root string
 }
 
+// Cluster is the "cluster" section: with Redis set, the gateway shares its
+// jobs, queue and output with every gateway of the same Redis and prefix.
+type Cluster struct {
+	// Redis is a redis:// or rediss:// URL; "" (default): standalone.
+	Redis string
+	// Prefix starts every key, inside a Redis Cluster hash tag; default
+	// "execgw".
+	Prefix string
+	// Node is this gateway's unique name; "" (default): hostname:port of
+	// its listener, decided at start-up.
+	Node string
+	// NodeTimeout is how long a gateway may be silent before the others
+	// take it for dead; default 10s.
+	NodeTimeout time.Duration
+}
+
+// Enabled reports whether the gateway runs in a cluster.
+func (c Cluster) Enabled() bool { return c.Redis != "" }
+
 // Load reads, defaults and validates the configuration file at path.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
@@ -152,6 +174,7 @@ func defaults(file string) *Config {
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       120 * time.Second,
 		},
+		Cluster:  Cluster{Prefix: defaultClusterPrefix, NodeTimeout: defaultNodeTimeout},
 		Commands: map[string]*Command{},
 	}
 }

@@ -83,6 +83,7 @@ func TestLoadFull(t *testing.T) {
 			IdleTimeout:       time.Minute,
 		}},
 		{"Cgroup", cfg.Cgroup, Cgroup{Root: filepath.Join(dir, "cgroup")}},
+		{"Cluster", cfg.Cluster, Cluster{Redis: "redis://user@10.0.0.9:6380/2", Prefix: "gw-prod", Node: "gw1:8080", NodeTimeout: 7 * time.Second}},
 		{"CommandNames", cfg.CommandNames(), []string{"convert", "dd"}},
 		{"Auth.AllowAnonymous", cfg.Auth.AllowAnonymous, false},
 		{"len(Auth.Tokens)", len(cfg.Auth.Tokens), 2},
@@ -192,6 +193,7 @@ func TestDefaults(t *testing.T) {
 		MaxBody:       100 << 20,
 		OutputLimit:   16 << 20,
 		Retention:     168 * time.Hour,
+		Cluster:       Cluster{Prefix: "execgw", NodeTimeout: 10 * time.Second},
 		Limits: Limits{
 			MaxHeaderBytes:    64 << 10,
 			MaxQueryBytes:     8 << 10,

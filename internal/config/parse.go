@@ -68,6 +68,7 @@ var configKeys = table[configDoc]{
 	"auth":     func(p *parser, f field, d *configDoc) { decode(p, f.val, f.path, authKeys, &d.cfg.Auth) },
 	"limits":   func(p *parser, f field, d *configDoc) { decode(p, f.val, f.path, limitsKeys, &d.cfg.Limits) },
 	"cgroup":   func(p *parser, f field, d *configDoc) { decode(p, f.val, f.path, cgroupKeys, &d.cfg.Cgroup) },
+	"cluster":  func(p *parser, f field, d *configDoc) { decode(p, f.val, f.path, clusterKeys, &d.cfg.Cluster) },
 	"commands": keep(func(d *configDoc) **field { return &d.commands }),
 }
 

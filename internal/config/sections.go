@@ -7,7 +7,9 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"gopkg.in/yaml.v3"
 )
@@ -160,3 +162,35 @@ var limitsKeys = table[Limits]{
 var cgroupKeys = table[Cgroup]{
 	"root": func(p *parser, f field, c *Cgroup) { p.pathSetting(f, &c.Root) },
 }
+
+// nodeNameRE: a node name is part of Redis keys and channels, and of
+// logs and metrics; host:port names fit it.
+var nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9_.:\[\]-]{1,128}$`)
+
+// clusterKeys: the "cluster" section.
+var clusterKeys = table[Cluster]{
+	"redis": func(p *parser, f field, c *Cluster) {
+		if p.str(f, &c.Redis) && c.Redis != "" {
+			if _, err := redis.ParseURL(c.Redis); err != nil {
+				p.errorf(f.val, f.path, "must be a redis:// or rediss:// URL (such as redis://127.0.0.1:6379/0): %v", err)
+			}
+		}
+	},
+	"prefix": func(p *parser, f field, c *Cluster) {
+		if p.str(f, &c.Prefix) && !prefixRE.MatchString(c.Prefix) {
+			p.errorf(f.val, f.path, "must be 1 to 64 letters, digits, '_', '.', ':' or '-' (it is inside a hash tag: no braces)")
+		}
+	},
+	"node": func(p *parser, f field, c *Cluster) {
+		if p.str(f, &c.Node) && c.Node != "" && !nodeNameRE.MatchString(c.Node) {
+			p.errorf(f.val, f.path, "must be up to 128 letters, digits, '_', '.', ':', '[', ']' or '-'")
+		}
+	},
+	"node_timeout": func(p *parser, f field, c *Cluster) {
+		if p.duration(f, &c.NodeTimeout); c.NodeTimeout < time.Second {
+			p.errorf(f.val, f.path, "must be at least 1s")
+		}
+	},
+}
+
+var prefixRE = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)

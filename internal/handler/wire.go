@@ -22,6 +22,7 @@ func apiJob(r jobs.Record, now time.Time) api.Job {
 		Limit:           nonEmpty(r.Limit),
 		Pid:             nonZero(r.Pid),
 		Owner:           nonEmpty(r.Owner),
+		Node:            nonEmpty(r.Node),
 		CreatedAt:       r.CreatedAt,
 		StartedAt:       nonZeroTime(r.StartedAt),
 		EndedAt:         nonZeroTime(r.EndedAt),

@@ -60,6 +60,9 @@ type Record struct {
 	ProcStart uint64
 	Sid       int
 	BootID    string
+	// Node is the cluster gateway that runs or ran the job; "" standalone,
+	// and while a cluster job waits in the queue.
+	Node string
 	// Owner is the name of the token that created the job ("" when anonymous).
 	Owner           string
 	CreatedAt       time.Time

@@ -52,7 +52,7 @@ func TestStoredRecordReadsAsWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := storetest.FullRecord("01JD0000000000000000000000")
-	want.Sid, want.OutputError = -1, "" // not stored then
+	want.Sid, want.OutputError, want.Node = -1, "", "" // not stored then
 	if d := storetest.DiffRecord(got, want); d != "" {
 		t.Errorf("DecodeRecord(an earlier version's record): %s", d)
 	}

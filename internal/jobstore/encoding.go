@@ -28,6 +28,7 @@ type storedRecord struct {
 	Sid             *int              `json:"sid,omitempty"`
 	BootID          string            `json:"boot_id,omitempty"`
 	Owner           *string           `json:"owner"`
+	Node            string            `json:"node,omitempty"`
 	CreatedAt       time.Time         `json:"created_at"`
 	StartedAt       *time.Time        `json:"started_at"`
 	EndedAt         *time.Time        `json:"ended_at"`
@@ -57,6 +58,7 @@ func EncodeRecord(r jobs.Record) ([]byte, error) {
 		Sid:             sessionOf(r),
 		BootID:          r.BootID,
 		Owner:           nonEmpty(r.Owner),
+		Node:            r.Node,
 		CreatedAt:       r.CreatedAt,
 		StartedAt:       nonZeroTime(r.StartedAt),
 		EndedAt:         nonZeroTime(r.EndedAt),
@@ -95,6 +97,7 @@ func DecodeRecord(b []byte) (jobs.Record, error) {
 		Sid:             sessionOrUnknown(w.Pgid, w.Sid),
 		BootID:          w.BootID,
 		Owner:           deref(w.Owner),
+		Node:            w.Node,
 		CreatedAt:       w.CreatedAt,
 		StartedAt:       deref(w.StartedAt),
 		EndedAt:         deref(w.EndedAt),

@@ -51,6 +51,7 @@ func FullRecord(id string) jobs.Record {
 		ProcStart:       987654321,
 		BootID:          "0b5b1f5e-6c1e-4a3b-9f0e-1234567890ab",
 		Owner:           "ops",
+		Node:            "gw1:8080",
 		CreatedAt:       created,
 		StartedAt:       created.Add(time.Millisecond),
 		EndedAt:         created.Add(1500 * time.Millisecond),
