@@ -24,11 +24,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/execgw/execgw/internal/cgroup"
+	"github.com/execgw/execgw/internal/cluster"
 	"github.com/execgw/execgw/internal/config"
 	"github.com/execgw/execgw/internal/handler"
 	"github.com/execgw/execgw/internal/jobs"
 	"github.com/execgw/execgw/internal/jobstore"
 	"github.com/execgw/execgw/internal/lifecycle"
+	"github.com/execgw/execgw/internal/logkey"
 )
 
 // memoryReleaseDelay is how long the gateway must have had nothing in
@@ -97,21 +99,88 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(spoolDir, 0o700); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
 	}
-	store, err := jobstore.OpenBolt(filepath.Join(cfg.StateDir, "jobs.db"))
+	// Standalone, bbolt holds the records; in a cluster, the process
+	// groups of this node's jobs, for its crash sweep.
+	local, err := jobstore.OpenBolt(filepath.Join(cfg.StateDir, "jobs.db"))
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	output, err := jobstore.NewFiles(filepath.Join(cfg.StateDir, "output"))
-	if err != nil {
-		return err
-	}
+	defer local.Close()
 
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	var (
+		store  jobs.Store       = local
+		output jobs.OutputStore = nil
+		node   *cluster.Node
+		// The registry, once made, for the cancels other nodes send.
+		registryRef atomic.Pointer[jobs.Registry]
+	)
+	if cfg.Cluster.Enabled() {
+		clients, err := cluster.Connect(cfg.Cluster)
+		if err != nil {
+			return err
+		}
+		defer clients.Close()
+		name := cfg.Cluster.Node
+		if name == "" {
+			name = defaultNodeName(lns)
+		}
+		log = log.With().Str(logkey.Node, name).Logger()
+		joinCtx, cancel := context.WithTimeout(ctx, cfg.Cluster.NodeTimeout)
+		node, err = cluster.Join(joinCtx, cluster.NodeOptions{
+			Clients: clients, Prefix: cfg.Cluster.Prefix, Name: name, Timeout: cfg.Cluster.NodeTimeout,
+			MaxQueued: cfg.MaxQueued, Log: log, Metrics: metrics,
+			Cancel: func(id, reason string) {
+				if r := registryRef.Load(); r != nil {
+					r.CancelHere(id, reason)
+				}
+			},
+		})
+		if err != nil {
+			cancel()
+			return fmt.Errorf("%s: cluster.redis: %w", cfg.Path, err)
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.Cluster.NodeTimeout)
+			defer cancel()
+			if err := node.Leave(ctx); err != nil {
+				log.Warn().Err(err).Msg("leave the cluster")
+			}
+		}()
+		logCluster(joinCtx, log, cfg.Cluster, clients)
+		cancel()
+		shared, err := cluster.NewOutput(cluster.OutputOptions{
+			Client: clients.Commands, Follow: clients.Follow, Prefix: cfg.Cluster.Prefix,
+			SpoolDir: filepath.Join(cfg.StateDir, "cluster-spool"), Log: log,
+			// The cluster records a job interrupted after node_timeout:
+			// output it cannot take by then is of no use to it.
+			GiveUp: 2 * cfg.Cluster.NodeTimeout,
+		})
+		if err != nil {
+			return err
+		}
+		defer shared.Close()
+		store, output = node, shared
+		metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "execgw_cluster_nodes",
+			Help: "Gateways of the cluster alive now, this one included.",
+		}, func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			n, _ := node.Alive(ctx)
+			return float64(n)
+		}))
+	} else {
+		files, err := jobstore.NewFiles(filepath.Join(cfg.StateDir, "output"))
+		if err != nil {
+			return err
+		}
+		output = files
+	}
 	idle := lifecycle.NewIdle(cfg.IdleExit)
 	// Go collects garbage only as it allocates, or every 2 minutes: after a
 	// burst an idle gateway would hold its peak heap for that long, and
@@ -131,8 +200,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Metrics:  metrics,
 		Activity: idle,
 		Cgroups:  cgroups,
+		Cluster:  clusterOf(node),
+		Commands: cfg.Commands,
+		Groups:   groupsOf(node, local),
 	})
 	defer registry.Close()
+	registryRef.Store(registry)
 	if err := registry.Recover(ctx); err != nil {
 		return fmt.Errorf("recover jobs of the previous instance: %w", err)
 	}
@@ -148,7 +221,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Log:      log,
 		Metrics:  metrics,
 		Activity: idle,
-		Ready:    ready.Load,
+		Ready: func() bool {
+			return ready.Load() && (node == nil || node.Reachable())
+		},
 		SpoolDir: spoolDir,
 		// Under socket activation these are systemd's sockets, not listen.
 		ListenAddrs: addrs,
@@ -181,6 +256,57 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Active:            registry.Active,
 		Drain:             registry.Shutdown,
 	})
+}
+
+// clusterOf is the registry's cluster: none standalone (a nil *Node is
+// not a nil interface).
+func clusterOf(node *cluster.Node) jobs.Cluster {
+	if node == nil {
+		return nil
+	}
+	return node
+}
+
+// groupsOf is where a cluster node keeps its process groups: on this
+// machine.
+func groupsOf(node *cluster.Node, local jobs.Store) jobs.Store {
+	if node == nil {
+		return nil
+	}
+	return local
+}
+
+// defaultNodeName is hostname:port of the first listener: unique among
+// gateways on different hosts, or on different ports of one.
+func defaultNodeName(lns []net.Listener) string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "localhost"
+	}
+	port := "0"
+	if len(lns) > 0 {
+		if _, p, err := net.SplitHostPort(lns[0].Addr().String()); err == nil {
+			port = p
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// logCluster logs the cluster joined, and warns when Redis would lose
+// acknowledged records at a restart.
+func logCluster(ctx context.Context, log zerolog.Logger, c config.Cluster, clients *cluster.Clients) {
+	info, err := cluster.Inspect(ctx, clients.Commands, c.Prefix)
+	if err != nil {
+		log.Warn().Err(err).Msg("cannot inspect the cluster's redis")
+		return
+	}
+	log.Info().Str("redis", cluster.Redacted(c.Redis)).Str("prefix", c.Prefix).
+		Str("redis_version", info.Version).Strs("nodes", info.Nodes).
+		Stringer("node_timeout", c.NodeTimeout).Msg("joined the cluster")
+	if !info.Durable() {
+		log.Warn().Bool("appendonly", info.AOF).Str("appendfsync", info.AOFFsync).
+			Msg("redis persistence is off or lax: a redis restart can lose acknowledged jobs (set appendonly yes, appendfsync everysec or always)")
+	}
 }
 
 func init() {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"time"
 
@@ -53,4 +54,13 @@ func (c *Clients) Close() error {
 		err = ferr
 	}
 	return err
+}
+
+// Redacted is a Redis URL without its password, for logs and output.
+func Redacted(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(invalid URL)"
+	}
+	return u.Redacted()
 }

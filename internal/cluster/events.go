@@ -13,7 +13,8 @@ import (
 
 // Events carries what one gateway must tell another: "cancel this job,
 // which runs on you" (on the channel `{p}:node:<name>` of the node that
-// runs it) and "this job has ended" (on `{p}:ended`, for whoever waits for
+// runs it), "this job has ended" (on `{p}:ended`, for whoever waits for
+// it) and "a job was queued" (on `{p}:queued`, for the nodes that may take
 // it). Pub/sub loses what is sent while a subscriber is disconnected, so
 // neither message is the only record: a cancel is also written into the
 // job's hash (field x, the reason), which the node reads again when it
@@ -24,6 +25,7 @@ type Events struct {
 	node   string
 	log    zerolog.Logger
 	cancel func(id, reason string) // called for a cancel sent to this node
+	queued chan struct{}           // a job was queued; buffered, one pending
 
 	ps *redis.PubSub
 	wg sync.WaitGroup
@@ -47,9 +49,9 @@ type EventsOptions struct {
 func Subscribe(ctx context.Context, o EventsOptions) (*Events, error) {
 	e := &Events{
 		rdb: o.Client, prefix: newKeys(o.Prefix).prefix, node: o.Node, log: o.Log, cancel: o.Cancel,
-		waiters: map[string][]chan struct{}{},
+		waiters: map[string][]chan struct{}{}, queued: make(chan struct{}, 1),
 	}
-	e.ps = e.rdb.Subscribe(ctx, e.nodeChannel(o.Node), e.prefix+"ended")
+	e.ps = e.rdb.Subscribe(ctx, e.nodeChannel(o.Node), e.prefix+"ended", e.prefix+"queued")
 	// The first reply confirms the subscription: from now on nothing sent
 	// to this node is missed while the connection holds.
 	if _, err := e.ps.Receive(ctx); err != nil {
@@ -79,6 +81,11 @@ func (e *Events) receive() {
 		switch {
 		case msg.Channel == e.prefix+"ended" && verb == "ended":
 			e.wakeWaiters(rest)
+		case msg.Channel == e.prefix+"queued":
+			select {
+			case e.queued <- struct{}{}:
+			default: // one pending wake-up covers any number of jobs
+			}
 		case verb == "cancel":
 			id, reason, _ := strings.Cut(rest, " ")
 			e.cancel(id, reason)
@@ -167,3 +174,12 @@ func (e *Events) forget(id string, c chan struct{}) {
 		delete(e.waiters, id)
 	}
 }
+
+// NotifyQueued tells every node that a job was queued.
+func (e *Events) NotifyQueued(ctx context.Context) error {
+	return e.rdb.Publish(ctx, e.prefix+"queued", "queued").Err()
+}
+
+// Queued receives a value after a job was queued anywhere in the cluster
+// (one value for any number of jobs queued since the last receive).
+func (e *Events) Queued() <-chan struct{} { return e.queued }

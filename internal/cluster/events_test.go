@@ -98,3 +98,18 @@ func TestEventsWaitEnded(t *testing.T) {
 		t.Errorf("%d waiters left registered", n)
 	}
 }
+
+func TestEventsQueuedWakesEveryNode(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := subscribe(t, srv, "a", nil), subscribe(t, srv, "b", nil)
+	if err := a.NotifyQueued(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for name, e := range map[string]*Events{"a": a, "b": b} {
+		select {
+		case <-e.Queued():
+		case <-time.After(5 * time.Second):
+			t.Errorf("node %s was not told of the queued job", name)
+		}
+	}
+}

@@ -26,6 +26,9 @@ type Nodes struct {
 
 	mu        sync.Mutex
 	lastHeard time.Time // when Redis last took our heartbeat
+	// heardSince is when the heartbeats began to reach Redis without a
+	// failure since; zero while they fail.
+	heardSince time.Time
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -83,6 +86,11 @@ func (n *Nodes) heartbeats(ctx context.Context) {
 		case <-t.C:
 		}
 		err := n.beat(ctx)
+		if err != nil {
+			n.mu.Lock()
+			n.heardSince = time.Time{}
+			n.mu.Unlock()
+		}
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:
 			// Once per episode: Redis may stay away for a while.
@@ -109,6 +117,9 @@ func (n *Nodes) beat(ctx context.Context) error {
 	if sent.After(n.lastHeard) {
 		n.lastHeard = sent
 	}
+	if n.heardSince.IsZero() {
+		n.heardSince = sent
+	}
 	n.mu.Unlock()
 	return nil
 }
@@ -124,6 +135,22 @@ func (n *Nodes) CutOff() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.now().Sub(n.lastHeard) > n.timeout
+}
+
+// LastHeard is when Redis last took a heartbeat of this node.
+func (n *Nodes) LastHeard() time.Time {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.lastHeard
+}
+
+// Settled reports whether Redis has heard every heartbeat of this node for
+// a node timeout: every live node has then beaten since Redis came back (or
+// since this node joined), and a node that has not is dead indeed.
+func (n *Nodes) Settled() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return !n.heardSince.IsZero() && n.now().Sub(n.heardSince) >= n.timeout
 }
 
 // Alive returns the nodes whose last heartbeat is within the node timeout,

@@ -37,6 +37,7 @@ type Output struct {
 	keys   keys
 	spool  string // directory of the local spool files
 	log    zerolog.Logger
+	giveUp time.Duration
 
 	ctx  context.Context // canceled by Close: shippers give up
 	stop context.CancelFunc
@@ -56,6 +57,9 @@ type OutputOptions struct {
 	// is in Redis.
 	SpoolDir string
 	Log      zerolog.Logger
+	// GiveUp bounds how long closing a stream waits for Redis to take
+	// what is left of it (0: for ever); the spool file then stays.
+	GiveUp time.Duration
 }
 
 // NewOutput returns an Output; Close stops its shippers.
@@ -66,7 +70,7 @@ func NewOutput(o OutputOptions) (*Output, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Output{
 		rdb: o.Client, follow: o.Follow, keys: newKeys(o.Prefix), spool: o.SpoolDir,
-		log: o.Log, ctx: ctx, stop: cancel,
+		log: o.Log, ctx: ctx, stop: cancel, giveUp: o.GiveUp,
 	}, nil
 }
 
@@ -87,7 +91,8 @@ func (o *Output) Create(id string, s jobs.Stream) (io.WriteCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spool output of job %s: %w", id, err)
 	}
-	w := &streamWriter{o: o, key: o.keys.output(id, s), spool: f, more: make(chan struct{}, 1), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(o.ctx)
+	w := &streamWriter{o: o, key: o.keys.output(id, s), spool: f, more: make(chan struct{}, 1), done: make(chan struct{}), ctx: ctx, cancel: cancel}
 	o.wg.Add(1)
 	go func() { // exits when everything written after Close is shipped, or Output.Close
 		defer o.wg.Done()
@@ -152,8 +157,10 @@ type streamWriter struct {
 	written int64
 	closed  bool
 
-	done chan struct{} // closed when ship has returned
-	err  error         // ship's result
+	done   chan struct{} // closed when ship has returned
+	err    error         // ship's result
+	ctx    context.Context
+	cancel context.CancelFunc // makes ship give up
 }
 
 func (w *streamWriter) Write(p []byte) (int, error) {
@@ -175,14 +182,25 @@ func (w *streamWriter) wake() {
 	}
 }
 
-// Close waits until everything written is in Redis, then removes the
+// Close waits until everything written is in Redis (or GiveUp has passed:
+// the spool file then stays and Close fails), then removes the
 // spool file.
 func (w *streamWriter) Close() error {
 	w.mu.Lock()
 	w.closed = true
 	w.mu.Unlock()
 	w.wake()
+	if w.o.giveUp > 0 {
+		t := time.NewTimer(w.o.giveUp)
+		select {
+		case <-w.done:
+		case <-t.C:
+			w.cancel()
+		}
+		t.Stop()
+	}
 	<-w.done
+	w.cancel()
 	name := w.spool.Name()
 	_ = w.spool.Close()
 	if w.err != nil {
@@ -209,8 +227,8 @@ func (w *streamWriter) ship() error {
 			select {
 			case <-w.more:
 				continue
-			case <-w.o.ctx.Done():
-				return w.o.ctx.Err()
+			case <-w.ctx.Done():
+				return w.ctx.Err()
 			}
 		}
 		n, err := w.spool.ReadAt(buf[:min(int64(len(buf)), written-off)], off)
@@ -230,18 +248,18 @@ func (w *streamWriter) send(off int64, chunk []byte) error {
 	id := strconv.FormatInt(off+1, 10) + "-1"
 	backoff := 50 * time.Millisecond
 	for {
-		err := w.o.rdb.XAdd(w.o.ctx, &redis.XAddArgs{Stream: w.key, ID: id, Values: []any{"d", chunk}}).Err()
+		err := w.o.rdb.XAdd(w.ctx, &redis.XAddArgs{Stream: w.key, ID: id, Values: []any{"d", chunk}}).Err()
 		if err == nil || isDuplicateID(err) {
 			return nil
 		}
-		if w.o.ctx.Err() != nil {
-			return w.o.ctx.Err()
+		if w.ctx.Err() != nil {
+			return w.ctx.Err()
 		}
 		w.o.log.Debug().Err(err).Str("key", w.key).Msg("ship output: retrying")
 		select {
 		case <-time.After(backoff):
-		case <-w.o.ctx.Done():
-			return w.o.ctx.Err()
+		case <-w.ctx.Done():
+			return w.ctx.Err()
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}

@@ -181,7 +181,7 @@ func TestOutputSurvivesRedisAway(t *testing.T) {
 // A chunk sent again after its reply was lost is not stored twice.
 func TestOutputDuplicateChunk(t *testing.T) {
 	o := newOutput(t, redistest.Start(t))
-	w := &streamWriter{o: o, key: o.keys.output("JOB4", jobs.Stdout)}
+	w := &streamWriter{o: o, key: o.keys.output("JOB4", jobs.Stdout), ctx: context.Background()}
 	for _, c := range []struct {
 		off   int64
 		chunk string
@@ -192,5 +192,34 @@ func TestOutputDuplicateChunk(t *testing.T) {
 	}
 	if got := readStream(t, o, "JOB4", jobs.Stdout); string(got) != "abcdef" {
 		t.Fatalf("stored %q, want %q", got, "abcdef")
+	}
+}
+
+// Closing a stream while Redis stays away gives up after GiveUp, keeping
+// the spool file: a job's end is not held up for ever.
+func TestOutputGiveUp(t *testing.T) {
+	srv := redistest.Start(t)
+	o := newOutput(t, srv)
+	o.giveUp = 300 * time.Millisecond
+	w, err := o.Create("JOB5", jobs.Stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	if _, err := w.Write([]byte("lost to redis\n")); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- w.Close() }()
+	select {
+	case err := <-closed:
+		if err == nil {
+			t.Fatal("Close = nil while Redis is away, want an error")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close still waiting 30 s after GiveUp")
+	}
+	if _, err := os.Stat(filepath.Join(o.spool, "JOB5.stdout")); err != nil {
+		t.Errorf("spool file: %v, want it kept", err)
 	}
 }

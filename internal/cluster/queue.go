@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	_ "embed"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -54,9 +55,11 @@ var (
 	requeueScript = redis.NewScript(requeueLua)
 )
 
-// Enqueue stores a new job's record, queued, and puts it at the end of the
-// queue in one step; jobs.ErrQueueFull when max_queued jobs wait.
-func (q *Queue) Enqueue(ctx context.Context, rec jobs.Record) error {
+// Enqueue stores a new job's record, queued, with the parameters it runs
+// with, and puts it at the end of the queue in one step;
+// jobs.ErrQueueFull when max_queued jobs wait. The parameters stay in Redis
+// until a gateway starts the job.
+func (q *Queue) Enqueue(ctx context.Context, rec jobs.Record, params map[string]string) error {
 	if !validID(rec.ID) {
 		return fmt.Errorf("enqueue job %q: invalid id", rec.ID)
 	}
@@ -64,7 +67,14 @@ func (q *Queue) Enqueue(ctx context.Context, rec jobs.Record) error {
 	if err != nil {
 		return fmt.Errorf("enqueue job %s: %w", rec.ID, err)
 	}
-	err = enqueueScript.Run(ctx, q.rdb, nil, q.prefix, rec.ID, val, rec.Command, rec.Owner, q.maxQueued).Err()
+	if params == nil {
+		params = map[string]string{}
+	}
+	args, err := json.Marshal(params)
+	if err != nil {
+		return fmt.Errorf("enqueue job %s: %w", rec.ID, err)
+	}
+	err = enqueueScript.Run(ctx, q.rdb, nil, q.prefix, rec.ID, val, rec.Command, rec.Owner, q.maxQueued, args).Err()
 	switch {
 	case hasErrorCode(err, "QUEUEFULL"):
 		return jobs.ErrQueueFull
@@ -74,27 +84,41 @@ func (q *Queue) Enqueue(ctx context.Context, rec jobs.Record) error {
 	return nil
 }
 
+// Taken is a job a node took from the queue.
+type Taken struct {
+	Record jobs.Record
+	Params map[string]string // as given to Enqueue
+	Lease  string
+}
+
 // Take leases to node the oldest queued job it may run: one whose command
 // is in limits (command -> its max_concurrent, 0 for none) and has a free
 // slot in the cluster. ok is false when there is none.
-func (q *Queue) Take(ctx context.Context, node string, limits map[string]int) (rec jobs.Record, lease string, ok bool, err error) {
-	lease = newLease()
-	args := []any{q.prefix, node, lease}
+func (q *Queue) Take(ctx context.Context, node string, limits map[string]int) (t Taken, ok bool, err error) {
+	t.Lease = newLease()
+	args := []any{q.prefix, node, t.Lease}
 	for cmd, limit := range limits {
 		args = append(args, cmd, limit)
 	}
-	val, err := takeScript.Run(ctx, q.rdb, nil, args...).Text()
+	vals, err := takeScript.Run(ctx, q.rdb, nil, args...).Slice()
 	switch {
 	case errors.Is(err, redis.Nil):
-		return jobs.Record{}, "", false, nil
+		return Taken{}, false, nil
 	case err != nil:
-		return jobs.Record{}, "", false, fmt.Errorf("take a queued job: %w", err)
+		return Taken{}, false, fmt.Errorf("take a queued job: %w", err)
 	}
-	rec, err = decodeRecord([]byte(val))
-	if err != nil {
-		return jobs.Record{}, "", false, err
+	rec, _ := vals[0].(string)
+	if t.Record, err = decodeRecord([]byte(rec)); err != nil {
+		return Taken{}, false, err
 	}
-	return rec, lease, true, nil
+	// A job queued by an earlier version has no parameters stored: it
+	// runs with its defaults, or fails to bind on the node that took it.
+	if params, _ := vals[1].(string); params != "" {
+		if err := json.Unmarshal([]byte(params), &t.Params); err != nil {
+			return Taken{}, false, fmt.Errorf("take job %s: its parameters: %w", t.Record.ID, err)
+		}
+	}
+	return t, true, nil
 }
 
 // Acquire takes a slot of cmd for job id on node unless limit (0: none)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -28,7 +29,7 @@ func queued(i int, cmd string) jobs.Record {
 func mustEnqueue(t *testing.T, q *Queue, recs ...jobs.Record) {
 	t.Helper()
 	for _, rec := range recs {
-		if err := q.Enqueue(context.Background(), rec); err != nil {
+		if err := q.Enqueue(context.Background(), rec, nil); err != nil {
 			t.Fatalf("Enqueue(%s) = %v", rec.ID, err)
 		}
 	}
@@ -37,14 +38,14 @@ func mustEnqueue(t *testing.T, q *Queue, recs ...jobs.Record) {
 // take takes one job for node and returns its id ("" for none).
 func take(t *testing.T, q *Queue, node string, limits map[string]int) (string, string) {
 	t.Helper()
-	rec, lease, ok, err := q.Take(context.Background(), node, limits)
+	tk, ok, err := q.Take(context.Background(), node, limits)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !ok {
 		return "", ""
 	}
-	return rec.ID, lease
+	return tk.Record.ID, tk.Lease
 }
 
 func TestQueueFIFOAndLimits(t *testing.T) {
@@ -84,10 +85,11 @@ func TestQueueSlotFreedByEnd(t *testing.T) {
 	q, s := queueFixture(t, 100)
 	mustEnqueue(t, q, queued(1, "backup"), queued(2, "backup"))
 	limits := map[string]int{"backup": 1}
-	rec, lease, _, err := q.Take(ctx, "a", limits)
+	tk, _, err := q.Take(ctx, "a", limits)
 	if err != nil {
 		t.Fatal(err)
 	}
+	rec, lease := tk.Record, tk.Lease
 	rec.State, rec.StartedAt = jobs.Running, storetest.Base
 	if err := s.PutLeased(ctx, rec, lease, lease, "a"); err != nil {
 		t.Fatal(err)
@@ -110,12 +112,12 @@ func TestQueueSlotFreedByEnd(t *testing.T) {
 func TestQueueFull(t *testing.T) {
 	q, _ := queueFixture(t, 2)
 	mustEnqueue(t, q, queued(1, "dd"), queued(2, "dd"))
-	if err := q.Enqueue(context.Background(), queued(3, "dd")); !errors.Is(err, jobs.ErrQueueFull) {
+	if err := q.Enqueue(context.Background(), queued(3, "dd"), nil); !errors.Is(err, jobs.ErrQueueFull) {
 		t.Fatalf("third Enqueue = %v, want ErrQueueFull", err)
 	}
 	take(t, q, "a", map[string]int{"dd": 0})
 	mustEnqueue(t, q, queued(3, "dd"))
-	if err := q.Enqueue(context.Background(), queued(3, "dd")); err == nil {
+	if err := q.Enqueue(context.Background(), queued(3, "dd"), nil); err == nil {
 		t.Fatal("Enqueue of an existing job = nil error")
 	}
 }
@@ -145,7 +147,8 @@ func TestQueueTakenOnce(t *testing.T) {
 			defer wg.Done()
 			node := fmt.Sprint("node", w)
 			for {
-				rec, _, ok, err := q.Take(context.Background(), node, limits)
+				tk, ok, err := q.Take(context.Background(), node, limits)
+				rec := tk.Record
 				if err != nil {
 					errs <- err
 					return
@@ -241,10 +244,11 @@ func TestStoreFencing(t *testing.T) {
 	ctx := context.Background()
 	q, s := queueFixture(t, 100)
 	mustEnqueue(t, q, queued(1, "dd"))
-	rec, lease, _, err := q.Take(ctx, "a", map[string]int{"dd": 0})
+	tk, _, err := q.Take(ctx, "a", map[string]int{"dd": 0})
 	if err != nil {
 		t.Fatal(err)
 	}
+	rec, lease := tk.Record, tk.Lease
 	rec.State = jobs.Running
 	if err := s.PutLeased(ctx, rec, lease, lease, "a"); err != nil {
 		t.Fatal(err)
@@ -266,5 +270,57 @@ func TestStoreFencing(t *testing.T) {
 	}
 	if got, _ := s.Get(ctx, rec.ID); got.State != jobs.Interrupted {
 		t.Fatalf("record after the stale write: %s, want interrupted", got.State)
+	}
+}
+
+// The parameters a queued job runs with reach the node that takes it, and
+// leave Redis once the job has started: secret values are kept no longer
+// than they must.
+func TestQueueParams(t *testing.T) {
+	ctx := context.Background()
+	q, s := queueFixture(t, 100)
+	params := map[string]string{"count": "3", "password": "hunter2"}
+	if err := q.Enqueue(ctx, queued(1, "dd"), params); err != nil {
+		t.Fatal(err)
+	}
+	tk, ok, err := q.Take(ctx, "a", map[string]int{"dd": 0})
+	if err != nil || !ok {
+		t.Fatalf("Take = %v, %v", ok, err)
+	}
+	if !maps.Equal(tk.Params, params) {
+		t.Errorf("Take: params %v, want %v", tk.Params, params)
+	}
+	rec := tk.Record
+	rec.State = jobs.Running
+	if err := s.PutLeased(ctx, rec, tk.Lease, tk.Lease, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.rdb.HExists(ctx, s.prefix+"job:"+rec.ID, "a").Result(); err != nil || n {
+		t.Errorf("parameters still in Redis after the start: %v, %v", n, err)
+	}
+}
+
+// A writer that takes over (recovery) writes whatever lease the record
+// has, and fences its holder out.
+func TestStoreTakeOver(t *testing.T) {
+	ctx := context.Background()
+	q, s := queueFixture(t, 100)
+	mustEnqueue(t, q, queued(1, "dd"))
+	tk, _, err := q.Take(ctx, "a", map[string]int{"dd": 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := tk.Record
+	rec.State = jobs.Running
+	if err := s.PutLeased(ctx, rec, tk.Lease, tk.Lease, "a"); err != nil {
+		t.Fatal(err)
+	}
+	interrupted := rec
+	interrupted.State, interrupted.EndedAt = jobs.Interrupted, storetest.Base.Add(time.Minute)
+	if err := s.PutLeased(ctx, interrupted, TakeOver, "", "a"); err != nil {
+		t.Fatalf("take-over write = %v", err)
+	}
+	if err := s.PutLeased(ctx, rec, tk.Lease, tk.Lease, "a"); !errors.Is(err, ErrFenced) {
+		t.Fatalf("write of the former holder = %v, want ErrFenced", err)
 	}
 }

@@ -56,7 +56,7 @@ var (
 // ErrFenced means a write came from a gateway that no longer holds the
 // job's lease: the cluster gave the job to another, or recorded it
 // interrupted, while the writer was cut off.
-var ErrFenced = errors.New("the job's record has another lease")
+var ErrFenced = jobs.ErrFenced
 
 // Put creates or replaces a record that has no lease, and its index
 // entries, at once. With the append-only file on and fsync always, it is
@@ -64,6 +64,10 @@ var ErrFenced = errors.New("the job's record has another lease")
 func (s *Store) Put(ctx context.Context, rec jobs.Record) error {
 	return s.PutLeased(ctx, rec, "", "", "")
 }
+
+// TakeOver, as PutLeased's expect, writes whatever lease the stored record
+// has: for recovery, which resolves the jobs of a node that is gone.
+const TakeOver = "*"
 
 // PutLeased is Put for the holder of the record's lease expect: the record
 // then has lease, and runs on node. A writer that does not hold the

@@ -67,6 +67,7 @@ var sentinels = []struct {
 	{jobs.ErrRunning, codeConflict, "job is still running; cancel it first", 0},
 	{jobs.ErrQueueFull, codeResourceExhausted, "max_concurrent processes are running and max_queued jobs are waiting", 1},
 	{jobs.ErrDraining, codeUnavailable, "the gateway is shutting down", 1},
+	{jobs.ErrUnavailable, codeUnavailable, "the cluster's Redis cannot be reached now; try again shortly", 1},
 	{jobs.ErrNotStored, codeUnavailable, "the gateway cannot record new jobs now (its state directory is full or failing); see its log", 5},
 }
 

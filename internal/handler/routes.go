@@ -22,6 +22,7 @@ import (
 // Jobs is what the handler needs of the job registry.
 type Jobs interface {
 	Submit(ctx context.Context, req jobs.Request) (*jobs.Job, error)
+	Detach(ctx context.Context, req jobs.Request) (jobs.Record, error)
 	Get(ctx context.Context, id string) (jobs.Record, error)
 	List(ctx context.Context, f jobs.Filter) ([]jobs.Record, string, error)
 	Cancel(ctx context.Context, id, reason string) (jobs.Record, error)

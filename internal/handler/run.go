@@ -49,7 +49,7 @@ func (h *handler) run(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	jr := jobs.Request{Command: cmd, Invocation: inv, Owner: tokenName(c)}
+	jr := jobs.Request{Command: cmd, Invocation: inv, Values: values, Owner: tokenName(c)}
 
 	if wantsAsync(req.Header) {
 		return h.runDetached(c, jr)

@@ -23,7 +23,7 @@ func (h *handler) runDetached(c echo.Context, jr jobs.Request) error {
 		}
 		jr.Stdin = f // the registry closes it when the job ends
 	}
-	job, err := h.jobs.Submit(context.WithoutCancel(c.Request().Context()), jr)
+	rec, err := h.jobs.Detach(context.WithoutCancel(c.Request().Context()), jr)
 	if err != nil {
 		if closer, ok := jr.Stdin.(io.Closer); ok {
 			_ = closer.Close()
@@ -31,8 +31,8 @@ func (h *handler) runDetached(c echo.Context, jr jobs.Request) error {
 		return err
 	}
 	hdr := c.Response().Header()
-	hdr.Set(headerJobID, job.ID())
-	hdr.Set("Location", "/v1/jobs/"+job.ID())
+	hdr.Set(headerJobID, rec.ID)
+	hdr.Set("Location", "/v1/jobs/"+rec.ID)
 	hdr.Set("Preference-Applied", "respond-async")
-	return c.JSON(http.StatusAccepted, apiJob(job.Record(), time.Now()))
+	return c.JSON(http.StatusAccepted, apiJob(rec, time.Now()))
 }

@@ -21,9 +21,12 @@ type stop struct {
 // held by a caller. Its record is the truth while it lives; once ended, the
 // store has the same record.
 type Job struct {
-	reg      *Registry
-	cmd      *config.Command
-	env      []string // the child's environment, as Bind rendered it
+	reg *Registry
+	cmd *config.Command
+	env []string // the child's environment, as Bind rendered it
+	// startErr, when set, is why the job cannot start (its parameters
+	// no longer bind on the node that took it): it ends failed.
+	startErr error
 	detached bool
 	stdin    io.Reader
 
@@ -37,6 +40,9 @@ type Job struct {
 	stopWhy  stop
 	stopAt   time.Time // when the stop was decided; set with stopWhy
 	done     chan struct{}
+	// clusterSlot says the job holds a slot of its command in the
+	// cluster; guarded by the registry's mu.
+	clusterSlot bool
 
 	mu      sync.Mutex
 	rec     Record

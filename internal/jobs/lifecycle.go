@@ -14,32 +14,69 @@ import (
 // whatever is left of their process groups is killed and their records say
 // interrupted. Call it once, before serving.
 func (r *Registry) Recover(ctx context.Context) error {
+	const msg = "job interrupted by the previous instance's end"
+	r.sweepCgroups()
+	if r.cluster != nil {
+		// The process groups of this machine are in its own store; the
+		// cluster's records of this node's jobs may already say
+		// interrupted (another node found it dead).
+		groups, err := r.groups.Unfinished(ctx)
+		if err != nil {
+			return err
+		}
+		for _, rec := range groups {
+			r.sweepLeftovers(rec)
+			if err := r.groups.Delete(ctx, rec.ID); err != nil {
+				return err
+			}
+		}
+		return r.recoverNode(ctx, r.cluster.Name(), msg)
+	}
 	recs, err := r.store.Unfinished(ctx)
 	if err != nil {
 		return err
 	}
-	r.sweepCgroups()
 	for _, rec := range recs {
-		log := r.log.With().Str(logkey.JobID, rec.ID).Str(logkey.Command, rec.Command).Logger()
-		if rec.Pgid > 0 {
-			n, err := runner.SweepGroup(runner.Group{Pgid: rec.Pgid, LeaderStart: rec.ProcStart, Sid: rec.Sid, BootID: rec.BootID}, r.startTicks)
-			if err != nil {
-				log.Error().Err(err).Int(logkey.Pgid, rec.Pgid).Msg("sweep process group of interrupted job")
-			} else if n > 0 {
-				log.Warn().Int(logkey.Pgid, rec.Pgid).Int("killed", n).Msg("killed processes left by interrupted job")
-			}
-		}
-		// A job that was still queued never started: its started_at
-		// stays unset, as for a job canceled in the queue.
-		rec.State = Interrupted
-		rec.EndedAt = time.Now().UTC()
-		rec.StdoutBytes, rec.StdoutTruncated = r.storedSize(rec.ID, Stdout)
-		rec.StderrBytes, rec.StderrTruncated = r.storedSize(rec.ID, Stderr)
-		if err := r.store.Put(ctx, rec); err != nil {
+		r.sweepLeftovers(rec)
+		if err := r.markInterrupted(ctx, rec, msg); err != nil {
 			return err
 		}
-		log.Warn().Str(logkey.State, string(rec.State)).Msg("job interrupted by the previous instance's end")
 	}
+	return nil
+}
+
+// sweepLeftovers kills what is left of the process group of a job of an
+// earlier instance of this gateway.
+func (r *Registry) sweepLeftovers(rec Record) {
+	if rec.Pgid <= 0 {
+		return
+	}
+	log := r.recordLog(rec)
+	n, err := runner.SweepGroup(runner.Group{Pgid: rec.Pgid, LeaderStart: rec.ProcStart, Sid: rec.Sid, BootID: rec.BootID}, r.startTicks)
+	if err != nil {
+		log.Error().Err(err).Int(logkey.Pgid, rec.Pgid).Msg("sweep process group of interrupted job")
+	} else if n > 0 {
+		log.Warn().Int(logkey.Pgid, rec.Pgid).Int("killed", n).Msg("killed processes left by interrupted job")
+	}
+}
+
+// markInterrupted records interrupted a job whose node ended without
+// ending it, with msg in the log.
+func (r *Registry) markInterrupted(ctx context.Context, rec Record, msg string) error {
+	log := r.recordLog(rec)
+	// A job that was still queued never started: its started_at stays
+	// unset, as for a job canceled in the queue.
+	rec.State = Interrupted
+	rec.EndedAt = r.now().UTC()
+	rec.StdoutBytes, rec.StdoutTruncated = r.storedSize(rec.ID, Stdout)
+	rec.StderrBytes, rec.StderrTruncated = r.storedSize(rec.ID, Stderr)
+	if err := r.store.Put(ctx, rec); err != nil {
+		return err
+	}
+	if r.cluster != nil {
+		r.cluster.Ended(ctx, rec.ID)
+	}
+	log.Warn().Str(logkey.State, string(rec.State)).Msg(msg)
 	return nil
 }
 
@@ -112,13 +149,23 @@ func (r *Registry) retain(ctx context.Context) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		r.removeExpired(ctx, r.now().Add(-r.limits.Retention))
+		// In a cluster one node at a time does it.
+		if ok, _ := r.mayRemoveExpired(ctx, every); ok {
+			r.removeExpired(ctx, r.now().Add(-r.limits.Retention))
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+func (r *Registry) mayRemoveExpired(ctx context.Context, every time.Duration) (bool, error) {
+	if r.cluster == nil {
+		return true, nil
+	}
+	return r.cluster.TryLock(ctx, "retention", every)
 }
 
 func (r *Registry) removeExpired(ctx context.Context, before time.Time) {

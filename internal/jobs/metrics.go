@@ -23,6 +23,10 @@ type metrics struct {
 // like a canceled one's.
 const cancelTimeout = "timeout"
 
+// cancelCutOff is the reason label of a job a cluster node killed because
+// it was cut off from Redis for longer than the node timeout.
+const cancelCutOff = "cut_off"
+
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		started: prometheus.NewCounterVec(prometheus.CounterOpts{

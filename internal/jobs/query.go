@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // Get returns the job's record: the live one while the job runs here, else
@@ -39,11 +40,16 @@ func (r *Registry) List(ctx context.Context, f Filter) ([]Record, string, error)
 }
 
 // Cancel ends a queued or running job with reason and returns its final
-// record once it has ended. An ended job's record is returned unchanged.
+// record once it has ended, wherever in the cluster it runs. An ended
+// job's record is returned unchanged.
 func (r *Registry) Cancel(ctx context.Context, id, reason string) (Record, error) {
 	j := r.Live(id)
 	if j == nil {
-		return r.store.Get(ctx, id)
+		rec, err := r.store.Get(ctx, id)
+		if err != nil || r.cluster == nil || rec.State.Ended() {
+			return rec, err
+		}
+		return r.cancelElsewhere(ctx, rec, reason)
 	}
 	j.Cancel(reason)
 	select {
@@ -81,14 +87,16 @@ func (r *Registry) remove(ctx context.Context, id string) error {
 	return r.store.Delete(ctx, id)
 }
 
-// Copy copies the stream's stored output to w. With follow, for a live job
-// it goes on with what comes until the job ends or ctx is done. Each Write
-// to w carries what one read found, so a flushing writer shows output
-// promptly.
+// Copy copies the stream's stored output to w. With follow, for a job not
+// ended it goes on with what comes until the job ends or ctx is done. Each
+// Write to w carries what one read found, so a flushing writer shows
+// output promptly.
 func (r *Registry) Copy(ctx context.Context, id string, s Stream, w io.Writer, follow bool) error {
 	j := r.Live(id)
+	var rec Record
 	if j == nil {
-		if _, err := r.store.Get(ctx, id); err != nil {
+		var err error
+		if rec, err = r.store.Get(ctx, id); err != nil {
 			return err
 		}
 	}
@@ -98,6 +106,20 @@ func (r *Registry) Copy(ctx context.Context, id string, s Stream, w io.Writer, f
 	}
 	defer rd.Close()
 	buf := make([]byte, 32<<10)
+	if wr, ok := rd.(waitingReader); ok && follow {
+		ended := func(ctx context.Context) (bool, error) {
+			if j != nil {
+				return isClosed(j.Done()), nil
+			}
+			if rec.State.Ended() {
+				return true, nil
+			}
+			var err error
+			rec, err = r.store.Get(ctx, id)
+			return rec.State.Ended(), err
+		}
+		return followWaiting(ctx, wr, w, buf, ended)
+	}
 	for {
 		// Look at the job before draining: output written before it
 		// ended is then certain to be read by the drain below.
@@ -134,6 +156,44 @@ func drain(rd io.Reader, w io.Writer, buf []byte) error {
 			return nil
 		}
 		if err != nil {
+			return err
+		}
+	}
+}
+
+// A waitingReader is output that can be waited for: the cluster's, where
+// output written on another node arrives without a local write to wake
+// the follower.
+type waitingReader interface {
+	io.Reader
+	// Wait returns when there is more to read, ctx is done, or timeout
+	// has passed; it reports whether there is more.
+	Wait(ctx context.Context, timeout time.Duration) (bool, error)
+}
+
+// followPoll bounds how long a follower waits for output before it looks
+// whether the job has ended.
+const followPoll = 250 * time.Millisecond
+
+// followWaiting copies rd to w until ended says the job has ended (asked before
+// each drain, so that what was written before the end is read) or ctx is
+// done.
+func followWaiting(ctx context.Context, rd waitingReader, w io.Writer, buf []byte, ended func(context.Context) (bool, error)) error {
+	for {
+		done, err := ended(ctx)
+		if err != nil {
+			return err
+		}
+		if err := drain(rd, w, buf); err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		if _, err := rd.Wait(ctx, followPoll); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			return err
 		}
 	}

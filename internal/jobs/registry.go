@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -68,6 +67,14 @@ type Options struct {
 	// Now is the registry's clock, for records, queue waits and cancel
 	// times; nil: time.Now. Timers (timeouts) run on the runtime's clock.
 	Now func() time.Time
+	// Cluster, when set, makes the registry a node of a cluster: Store is
+	// then the cluster's, detached jobs go to the cluster's queue, and
+	// Commands are what this node takes from it.
+	Cluster  Cluster
+	Commands map[string]*config.Command
+	// Groups, in a cluster, keeps on this machine the records of the
+	// jobs this node runs, for the crash sweep of its next start.
+	Groups Store
 }
 
 // Request asks for one run of a command.
@@ -75,7 +82,10 @@ type Request struct {
 	Command    *config.Command
 	Invocation config.Invocation
 	Owner      string
-	Detached   bool
+	// Values are the parameters as given, secret ones included: in a
+	// cluster, a node that takes a queued job binds them again.
+	Values   map[string]string
+	Detached bool
 	// Stdin is the process's standard input; nil is /dev/null. If it is
 	// an io.Closer (a spooled request body), the registry closes it once
 	// the job has ended, whether it ran or not; if Submit fails, closing it
@@ -101,6 +111,10 @@ type Registry struct {
 	startTicks uint64
 	cgroups    *cgroup.Manager
 	now        func() time.Time
+	cluster    Cluster // nil standalone
+	groups     Store   // in a cluster: this node's running jobs, on this machine
+	commands   map[string]*config.Command
+	takeWake   chan struct{} // a slot here may be free: look at the cluster's queue
 
 	jobsWG sync.WaitGroup // one per job supervisor
 	stop   context.CancelFunc
@@ -131,6 +145,10 @@ func New(opts Options) *Registry {
 		stop:     cancel,
 		live:     map[string]*Job{},
 		perCmd:   map[string]int{},
+		cluster:  opts.Cluster,
+		groups:   opts.Groups,
+		commands: opts.Commands,
+		takeWake: make(chan struct{}, 1),
 	}
 	r.metrics.registerRunning(opts.Metrics, func() float64 {
 		r.mu.Lock()
@@ -151,6 +169,17 @@ func New(opts Options) *Registry {
 		defer r.bgWG.Done()
 		r.retain(ctx)
 	}()
+	if r.cluster != nil {
+		r.bgWG.Add(2)
+		go func() { // exits when Close cancels ctx
+			defer r.bgWG.Done()
+			r.takeQueued(ctx)
+		}()
+		go func() { // exits when Close cancels ctx
+			defer r.bgWG.Done()
+			r.watchCluster(ctx)
+		}()
+	}
 	return r
 }
 
@@ -175,7 +204,7 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 		done:     make(chan struct{}),
 		wake:     make(chan struct{}),
 		rec: Record{
-			ID:        ulid.MustNew(ulid.Timestamp(now), ulid.DefaultEntropy()).String(),
+			ID:        newID(now),
 			Command:   req.Command.Name,
 			Params:    req.Invocation.Params,
 			State:     Queued,
@@ -183,12 +212,24 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 			CreatedAt: now,
 		},
 	}
+	if r.cluster != nil {
+		if !r.cluster.Reachable() {
+			return nil, fmt.Errorf("new job: %w", ErrUnavailable)
+		}
+		// A job submitted here runs here: its input or its client is here.
+		j.rec.Node = r.cluster.Name()
+		if err := r.acquireClusterSlot(ctx, j); err != nil {
+			return nil, err
+		}
+	}
 	var err error
 	if j.stdout, err = r.newSink(j, Stdout, req.Stdout); err != nil {
+		r.releaseClusterSlot(j)
 		return nil, err
 	}
 	if j.stderr, err = r.newSink(j, Stderr, req.Stderr); err != nil {
 		j.stdout.close()
+		r.releaseClusterSlot(j)
 		return nil, err
 	}
 
@@ -198,6 +239,7 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 		j.stdout.close()
 		j.stderr.close()
 		_ = r.output.Remove(j.rec.ID)
+		r.releaseClusterSlot(j)
 		return nil, err
 	}
 	r.live[j.rec.ID] = j
@@ -221,15 +263,16 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 			j.stdout.close()
 			j.stderr.close()
 			_ = r.output.Remove(j.rec.ID)
+			r.releaseClusterSlot(j)
 			log.Error().Err(err).Str(logkey.State, string(Queued)).Msg("store new job")
-			return nil, fmt.Errorf("store new job: %w", ErrNotStored)
+			return nil, notStored(err)
 		}
 		log.Info().Str(logkey.State, string(Queued)).Msg("job queued")
 	}
-	var notStored error
+	var notStoredErr error
 	if startNow {
-		notStored = j.start(log, req.Invocation.Argv)
-		if notStored != nil {
+		notStoredErr = j.start(log, req.Invocation.Argv)
+		if notStoredErr != nil {
 			// Its process has started, but no answer may acknowledge a
 			// job without a record: it is stopped at once, as a job
 			// canceled, and forgotten. Its caller will not take its
@@ -243,12 +286,12 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 		defer r.jobsWG.Done()
 		j.supervise(log, req.Invocation.Argv, startNow)
 	}()
-	if notStored != nil {
+	if notStoredErr != nil {
 		<-j.done
 		if err := r.remove(context.Background(), j.rec.ID); err != nil && !errors.Is(err, ErrNotFound) {
 			log.Error().Err(err).Msg("remove refused job")
 		}
-		return nil, fmt.Errorf("store new job: %w", ErrNotStored)
+		return nil, notStored(notStoredErr)
 	}
 	j.stdout.openLive(true)
 	j.stderr.openLive(true)
@@ -265,7 +308,7 @@ func (r *Registry) admitLocked(j *Job) error {
 	// waiting are all of commands at their own limit, or there is no room
 	// at all. A job with room therefore runs at once, whatever the queue
 	// holds; it must not be refused because the queue is full.
-	if r.hasRoomLocked(j.cmd) {
+	if r.hasRoomLocked(j) {
 		r.takeSlotLocked(j)
 		return nil
 	}
@@ -282,11 +325,15 @@ func (r *Registry) admitLocked(j *Job) error {
 	return nil
 }
 
-func (r *Registry) hasRoomLocked(cmd *config.Command) bool {
+func (r *Registry) hasRoomLocked(j *Job) bool {
 	if r.running >= r.limits.MaxConcurrent {
 		return false
 	}
-	return cmd.MaxConcurrent <= 0 || r.perCmd[cmd.Name] < cmd.MaxConcurrent
+	if r.cluster != nil {
+		// The command's limit is the cluster's: its slot says.
+		return j.cmd.MaxConcurrent <= 0 || j.clusterSlot
+	}
+	return j.cmd.MaxConcurrent <= 0 || r.perCmd[j.cmd.Name] < j.cmd.MaxConcurrent
 }
 
 func (r *Registry) takeSlotLocked(j *Job) {
@@ -303,7 +350,7 @@ func (r *Registry) admitQueuedLocked() {
 	}
 	for i := 0; i < len(r.queue) && r.running < r.limits.MaxConcurrent; {
 		j := r.queue[i]
-		if !r.hasRoomLocked(j.cmd) {
+		if !r.hasRoomLocked(j) {
 			i++
 			continue
 		}
@@ -329,8 +376,18 @@ func (r *Registry) forgetLocked(j *Job) {
 		r.running--
 		r.perCmd[j.cmd.Name]--
 		r.admitQueuedLocked()
+		r.wakeTaker()
 	}
 	delete(r.live, j.rec.ID)
+}
+
+// notStored is the error of a new job whose record could not be stored:
+// the cluster's shared state unreachable, or the local store failing.
+func notStored(err error) error {
+	if errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return fmt.Errorf("store new job: %w", ErrNotStored)
 }
 
 func (r *Registry) newSink(j *Job, s Stream, live io.Writer) (*sink, error) {
@@ -389,6 +446,9 @@ func (j *Job) start(log zerolog.Logger, argv []string) error {
 		}
 	}
 	var proc *runner.Process
+	if err == nil && j.startErr != nil {
+		err = j.startErr
+	}
 	if err == nil {
 		proc, err = runner.Start(spec)
 	}
@@ -415,6 +475,13 @@ func (j *Job) start(log zerolog.Logger, argv []string) error {
 	j.reg.metrics.startedJob(rec)
 	log = log.With().Str(logkey.State, string(Running)).Logger()
 	log.Info().Int(logkey.Pid, rec.Pid).Msg("job started")
+	if g := j.reg.groups; g != nil {
+		// Before the shared record: a crash in between must not leave a
+		// group that the next start does not know of.
+		if err := g.Put(context.Background(), rec); err != nil {
+			log.Error().Err(err).Msg("store the job's process group on this machine")
+		}
+	}
 	if err := j.reg.store.Put(context.Background(), rec); err != nil {
 		// A job started from the queue runs on, and its end will be
 		// stored (its queued record is there); only a crash before then
@@ -470,8 +537,11 @@ func (j *Job) supervise(log zerolog.Logger, argv []string, started bool) {
 	// exited stopped nothing (res.Cause is nil) and is not timed.
 	if isClosed(j.stopReq) && res.Cause != nil {
 		reason := j.stopWhy.reason
-		if j.stopWhy.state == TimedOut {
+		switch j.stopWhy.state {
+		case TimedOut:
 			reason = cancelTimeout
+		case Interrupted:
+			reason = cancelCutOff
 		}
 		j.reg.metrics.cancel.WithLabelValues(reason).Observe(j.reg.now().Sub(j.stopAt).Seconds())
 	}
@@ -514,8 +584,11 @@ func (j *Job) finish(log zerolog.Logger, res runner.Result) {
 	final := j.rec
 	j.mu.Unlock()
 
-	if err := r.store.Put(context.Background(), final); err != nil {
-		log.Error().Err(err).Str(logkey.State, string(final.State)).Msg("store ended job")
+	r.storeEnd(log, final)
+	if r.groups != nil && j.proc != nil {
+		if err := r.groups.Delete(context.Background(), final.ID); err != nil {
+			log.Error().Err(err).Msg("forget the job's process group on this machine")
+		}
 	}
 	r.mu.Lock()
 	r.forgetLocked(j)
@@ -524,6 +597,30 @@ func (j *Job) finish(log zerolog.Logger, res runner.Result) {
 	logEnd(log, final)
 	close(j.done)
 	r.activity.End()
+}
+
+// storeEnd stores a job's final record. In a cluster a record that cannot
+// reach Redis is tried again until Redis is back, for as long as the
+// cluster may still believe the job runs here; then its waiters are told.
+func (r *Registry) storeEnd(log zerolog.Logger, final Record) {
+	ctx := context.Background()
+	err := r.store.Put(ctx, final)
+	if r.cluster != nil {
+		giveUp := time.Now().Add(2 * r.cluster.Timeout())
+		for wait := 100 * time.Millisecond; errors.Is(err, ErrUnavailable) && time.Now().Before(giveUp); wait = min(2*wait, time.Second) {
+			time.Sleep(wait)
+			err = r.store.Put(ctx, final)
+		}
+	}
+	switch {
+	case errors.Is(err, ErrFenced):
+		log.Warn().Str(logkey.State, string(final.State)).
+			Msg("the cluster recorded this job's end while this node was cut off; its record stays as the cluster wrote it")
+	case err != nil:
+		log.Error().Err(err).Str(logkey.State, string(final.State)).Msg("store ended job")
+	case r.cluster != nil:
+		r.cluster.Ended(ctx, final.ID)
+	}
 }
 
 // ending is how a job ended: its final state, and the cancel reason or the

@@ -38,5 +38,12 @@ const (
 	Token     = "token"
 )
 
+// Fields of a cluster node's lines: every line carries Node, its own name;
+// Peer names another node a line is about.
+const (
+	Node = "node"
+	Peer = "peer"
+)
+
 // Component is the field that says which part of execgw wrote a line.
 const Component = "component"

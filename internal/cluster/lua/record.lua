@@ -4,10 +4,13 @@
 -- A record is the hash p..'job:'..id: r the encoded record; s, c, o the
 -- state, command and owner its index entries are filed under; e its member
 -- of the ended index ('' while not ended); l the lease of the gateway that
--- may write it ('' for none); n the node that runs it.
+-- may write it ('' for none); n the node that runs it; a, while the job is
+-- queued, the parameters it runs with (secret ones too: another gateway
+-- may take it); x a cancel requested by another gateway.
 
 -- put_record writes a record and files it in the indexes, if the writer
--- holds the lease the stored record has (expect); the record then has
+-- holds the lease the stored record has (expect, or '*' for a writer that
+-- takes over whatever lease there is: recovery); the record then has
 -- lease. It returns false, writing nothing, when the lease is another's.
 -- A job that leaves the queued state is no longer merely taken; one that
 -- ends gives back its command's slot.
@@ -15,7 +18,7 @@ local function put_record(p, id, rec, state, cmd, owner, ended, expect, lease, n
   local key = p .. 'job:' .. id
   local old = redis.call('HMGET', key, 's', 'c', 'o', 'e', 'l', 'n')
   if old[1] then
-    if (old[5] or '') ~= expect then
+    if expect ~= '*' and (old[5] or '') ~= expect then
       return false
     end
     redis.call('ZREM', p .. 'idx:state:' .. old[1], id)
@@ -34,8 +37,11 @@ local function put_record(p, id, rec, state, cmd, owner, ended, expect, lease, n
     redis.call('ZADD', p .. 'idx:ended', 0, ended)
     redis.call('HDEL', p .. 'slots:' .. cmd, id)
   end
-  if state ~= 'queued' and old[6] and old[6] ~= '' then
-    redis.call('ZREM', p .. 'taken:' .. old[6], id)
+  if state ~= 'queued' then
+    if old[6] and old[6] ~= '' then
+      redis.call('ZREM', p .. 'taken:' .. old[6], id)
+    end
+    redis.call('HDEL', key, 'a')
   end
   return true
 end

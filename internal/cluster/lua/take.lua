@@ -2,7 +2,8 @@
 -- queue whose command is one of the node's and has a free slot in the
 -- cluster. The job leaves the queue, takes its slot, and gets the lease
 -- and the node; the node then starts it (its record says running) or gives
--- it back. Returns the record, or false when no job can be taken.
+-- it back. Returns the record and its parameters, or false when no job
+-- can be taken.
 -- ARGV: prefix, node, lease, then command, limit pairs (limit 0: none)
 local p, node, lease = ARGV[1], ARGV[2], ARGV[3]
 local limits = {}
@@ -24,7 +25,7 @@ while true do
         redis.call('HSET', p .. 'slots:' .. cmd, id, node)
         redis.call('HSET', p .. 'job:' .. id, 'l', lease, 'n', node)
         redis.call('ZADD', p .. 'taken:' .. node, 0, id)
-        return redis.call('HGET', p .. 'job:' .. id, 'r')
+        return redis.call('HMGET', p .. 'job:' .. id, 'r', 'a')
       end
       full[cmd] = true
     end
