@@ -182,9 +182,9 @@ func describePersistence(info cluster.Info) string {
 func describeDurability(info cluster.Info) string {
 	switch {
 	case info.Durable() && info.AOFFsync == "always":
-		return "an acknowledged job survives a Redis restart, and a machine crash"
+		return "an acknowledged job survives a Redis restart, and a crash of Redis or its machine"
 	case info.Durable():
-		return "an acknowledged job survives a Redis restart; a machine crash may lose the last second of writes (appendfsync everysec)"
+		return "an acknowledged job survives a Redis restart; a crash of Redis or its machine may lose the last second of writes (appendfsync everysec)"
 	case info.AOF && info.AOFFsync == "":
 		return "unknown: the AOF is on, its appendfsync could not be read"
 	default:

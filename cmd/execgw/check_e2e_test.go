@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/execgw/execgw/internal/cluster"
+	"github.com/execgw/execgw/internal/gatewaytest"
 	"github.com/execgw/execgw/internal/redistest"
 )
 
@@ -122,11 +124,11 @@ func TestCheckConnectReportsRedis(t *testing.T) {
 	}{
 		{"as started: AOF on, fsync always", nil, []string{
 			"persistence: AOF on, appendfsync always; RDB snapshots off",
-			"durability: an acknowledged job survives a Redis restart, and a machine crash",
+			"durability: an acknowledged job survives a Redis restart, and a crash of Redis or its machine",
 		}},
 		{"fsync every second, snapshots on", [][2]string{{"appendfsync", "everysec"}, {"save", "3600 1"}}, []string{
 			"persistence: AOF on, appendfsync everysec; RDB snapshots on",
-			"durability: an acknowledged job survives a Redis restart; a machine crash may lose the last second",
+			"durability: an acknowledged job survives a Redis restart; a crash of Redis or its machine may lose the last second",
 		}},
 		{"AOF off", [][2]string{{"appendonly", "no"}}, []string{
 			"persistence: AOF off, appendfsync everysec; RDB snapshots on",
@@ -253,4 +255,78 @@ func TestCheckConnectStandalone(t *testing.T) {
 			t.Errorf("check %v: says there is nothing to connect to: %v, want %v:\n%s", args, said, connect, res.stdout)
 		}
 	}
+}
+
+// TestShippedRedisConfig: redis-server takes deploy/redis/execgw.conf as it
+// is, and the Redis it gives is one check --connect calls durable, that
+// never evicts.
+func TestShippedRedisConfig(t *testing.T) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("redis-server is not installed (apt-get install redis-server)")
+		}
+		t.Skip("redis-server is not installed (apt-get install redis-server)")
+	}
+	root, err := gatewaytest.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	ln.Close()
+	dir := t.TempDir()
+	// The fragment first, as an include at the end of redis.conf would
+	// be; only where to listen and write is added.
+	srv := exec.Command("redis-server", filepath.Join(root, "deploy", "redis", "execgw.conf"),
+		"--port", port, "--bind", "127.0.0.1", "--dir", dir, "--daemonize", "no",
+		"--logfile", filepath.Join(dir, "redis.log"))
+	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var waitErr error
+	exited := make(chan struct{})
+	go func() { // ends when redis-server does
+		waitErr = srv.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = srv.Process.Signal(syscall.SIGTERM)
+		<-exited
+	})
+
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+	// Dialled by hand until it listens: go-redis would log each refusal.
+	up := func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil && rdb.Ping(ctx).Err() == nil
+	}
+	for deadline := time.Now().Add(10 * time.Second); !up(); {
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
+			t.Fatalf("redis-server refused the shipped config: %v; its log:\n%s", waitErr, log)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("redis-server with the shipped config: no answer after 10 s")
+		}
+	}
+	if got := rdb.ConfigGet(ctx, "maxmemory-policy").Val()["maxmemory-policy"]; got != "noeviction" {
+		t.Errorf("maxmemory-policy %q, want noeviction", got)
+	}
+	res := runCheck(t, clusterConfig("  redis: redis://"+addr+"/0\n"), nil, "--connect")
+	if res.code != 0 {
+		t.Fatalf("exit %d", res.code)
+	}
+	wantContains(t, "stdout", res.stdout, "persistence: AOF on, appendfsync everysec;", "durability: an acknowledged job survives a Redis restart;")
 }
