@@ -47,7 +47,8 @@ func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) 
 
 const usage = `usage:
   execgw [serve] [--config FILE]     run the gateway (default ./config.yaml)
-  execgw check --config FILE         validate a configuration and exit
+  execgw check --config FILE         validate a configuration and exit;
+                                     --connect: reach the cluster's Redis too
   execgw token [--name NAME]         print a new token and its config line
   execgw run [--server URL] [--token T] [--detach] NAME [key=value...]
   execgw jobs [--server URL] [--token T] [--state S] [--command C]
