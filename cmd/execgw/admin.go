@@ -17,8 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/execgw/execgw/internal/cluster"
 	"github.com/execgw/execgw/internal/config"
 )
@@ -83,9 +81,9 @@ func describeCluster(cfg *config.Config) string {
 	return fmt.Sprintf("cluster: redis %s, prefix %s, node %s, node_timeout %s", redisURL, c.Prefix, node, c.NodeTimeout)
 }
 
-// defaultNodeName is what the default node name will most likely be: this
-// host's name and the configured listener's port (systemd's socket, if it
-// passes one, has its own port).
+// defaultNodeName is a node's default name: this host's name and the port
+// of its listener (check can only know the configured one; systemd's
+// socket, if it passes one, may have its own port).
 func defaultNodeName(listen string) string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
@@ -130,9 +128,6 @@ func checkConnect(cfg *config.Config, stdout io.Writer) error {
 		return err
 	}
 	where := maskedURL(cfg.Cluster.Redis)
-	// go-redis logs each failed dial on stderr itself; the one error
-	// returned below says it all, once.
-	redis.SetLogger(quietRedis{})
 	clients, err := cluster.Connect(cfg.Cluster)
 	if err != nil {
 		return err
@@ -157,11 +152,6 @@ func checkConnect(cfg *config.Config, stdout io.Writer) error {
 	_, err = fmt.Fprintln(stdout, strings.Join(lines, "\n"))
 	return err
 }
-
-// quietRedis is a go-redis logger that drops what it is given.
-type quietRedis struct{}
-
-func (quietRedis) Printf(context.Context, string, ...any) {}
 
 func describePersistence(info cluster.Info) string {
 	aof := "AOF off"

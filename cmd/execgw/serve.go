@@ -127,7 +127,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer clients.Close()
 		name := cfg.Cluster.Node
 		if name == "" {
-			name = defaultNodeName(lns)
+			name = defaultNodeName(lns[0].Addr().String())
 		}
 		log = log.With().Str(logkey.Node, name).Logger()
 		joinCtx, cancel := context.WithTimeout(ctx, cfg.Cluster.NodeTimeout)
@@ -276,22 +276,6 @@ func groupsOf(node *cluster.Node, local jobs.Store) jobs.Store {
 	return local
 }
 
-// defaultNodeName is hostname:port of the first listener: unique among
-// gateways on different hosts, or on different ports of one.
-func defaultNodeName(lns []net.Listener) string {
-	host, err := os.Hostname()
-	if err != nil {
-		host = "localhost"
-	}
-	port := "0"
-	if len(lns) > 0 {
-		if _, p, err := net.SplitHostPort(lns[0].Addr().String()); err == nil {
-			port = p
-		}
-	}
-	return net.JoinHostPort(host, port)
-}
-
 // logCluster logs the cluster joined, and warns when Redis would lose
 // acknowledged records at a restart.
 func logCluster(ctx context.Context, log zerolog.Logger, c config.Cluster, clients *cluster.Clients) {
@@ -300,7 +284,7 @@ func logCluster(ctx context.Context, log zerolog.Logger, c config.Cluster, clien
 		log.Warn().Err(err).Msg("cannot inspect the cluster's redis")
 		return
 	}
-	log.Info().Str("redis", cluster.Redacted(c.Redis)).Str("prefix", c.Prefix).
+	log.Info().Str("redis", maskedURL(c.Redis)).Str("prefix", c.Prefix).
 		Str("redis_version", info.Version).Strs("nodes", info.Nodes).
 		Stringer("node_timeout", c.NodeTimeout).Msg("joined the cluster")
 	if !info.Durable() {

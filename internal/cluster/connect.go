@@ -1,8 +1,8 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"time"
 
@@ -28,6 +28,9 @@ func Connect(c config.Cluster) (*Clients, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster.redis: %w", err)
 	}
+	// go-redis logs each failed dial on stderr in a format of its own;
+	// the gateway counts and logs Redis errors itself, once an episode.
+	redis.SetLogger(quietLogger{})
 	if opts.Password == "" {
 		opts.Password = os.Getenv("REDIS_PASSWORD")
 	}
@@ -56,11 +59,7 @@ func (c *Clients) Close() error {
 	return err
 }
 
-// Redacted is a Redis URL without its password, for logs and output.
-func Redacted(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(invalid URL)"
-	}
-	return u.Redacted()
-}
+// quietLogger is a go-redis logger that drops what it is given.
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
