@@ -242,17 +242,7 @@ func TestQueueRequeue(t *testing.T) {
 // wrote meanwhile stays.
 func TestStoreFencing(t *testing.T) {
 	ctx := context.Background()
-	q, s := queueFixture(t, 100)
-	mustEnqueue(t, q, queued(1, "dd"))
-	tk, _, err := q.Take(ctx, "a", map[string]int{"dd": 0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, lease := tk.Record, tk.Lease
-	rec.State = jobs.Running
-	if err := s.PutLeased(ctx, rec, lease, lease, "a"); err != nil {
-		t.Fatal(err)
-	}
+	s, rec, lease := runningOnA(t)
 	// Another node records it interrupted, under a lease of its own.
 	interrupted := rec
 	interrupted.State, interrupted.EndedAt = jobs.Interrupted, storetest.Base.Add(time.Minute)
@@ -304,6 +294,22 @@ func TestQueueParams(t *testing.T) {
 // has, and fences its holder out.
 func TestStoreTakeOver(t *testing.T) {
 	ctx := context.Background()
+	s, rec, lease := runningOnA(t)
+	interrupted := rec
+	interrupted.State, interrupted.EndedAt = jobs.Interrupted, storetest.Base.Add(time.Minute)
+	if err := s.PutLeased(ctx, interrupted, TakeOver, "", "a"); err != nil {
+		t.Fatalf("take-over write = %v", err)
+	}
+	if err := s.PutLeased(ctx, rec, lease, lease, "a"); !errors.Is(err, ErrFenced) {
+		t.Fatalf("write of the former holder = %v, want ErrFenced", err)
+	}
+}
+
+// runningOnA is a job taken by node "a" and recorded running under its
+// lease.
+func runningOnA(t *testing.T) (*Store, jobs.Record, string) {
+	t.Helper()
+	ctx := context.Background()
 	q, s := queueFixture(t, 100)
 	mustEnqueue(t, q, queued(1, "dd"))
 	tk, _, err := q.Take(ctx, "a", map[string]int{"dd": 0})
@@ -315,12 +321,5 @@ func TestStoreTakeOver(t *testing.T) {
 	if err := s.PutLeased(ctx, rec, tk.Lease, tk.Lease, "a"); err != nil {
 		t.Fatal(err)
 	}
-	interrupted := rec
-	interrupted.State, interrupted.EndedAt = jobs.Interrupted, storetest.Base.Add(time.Minute)
-	if err := s.PutLeased(ctx, interrupted, TakeOver, "", "a"); err != nil {
-		t.Fatalf("take-over write = %v", err)
-	}
-	if err := s.PutLeased(ctx, rec, tk.Lease, tk.Lease, "a"); !errors.Is(err, ErrFenced) {
-		t.Fatalf("write of the former holder = %v, want ErrFenced", err)
-	}
+	return s, rec, tk.Lease
 }

@@ -37,15 +37,7 @@ func (r *Registry) Detach(ctx context.Context, req Request) (Record, error) {
 	if draining {
 		return Record{}, ErrDraining
 	}
-	now := r.now().UTC()
-	rec := Record{
-		ID:        newID(now),
-		Command:   req.Command.Name,
-		Params:    req.Invocation.Params,
-		State:     Queued,
-		Owner:     req.Owner,
-		CreatedAt: now,
-	}
+	rec := newRecord(req, r.now().UTC())
 	if err := r.cluster.Enqueue(ctx, rec, req.Values); err != nil {
 		return Record{}, err
 	}
@@ -53,6 +45,18 @@ func (r *Registry) Detach(ctx context.Context, req Request) (Record, error) {
 	log.Info().Str(logkey.State, string(Queued)).Msg("job queued")
 	r.wakeTaker()
 	return rec, nil
+}
+
+// newRecord is the record of a new job, queued.
+func newRecord(req Request, now time.Time) Record {
+	return Record{
+		ID:        newID(now),
+		Command:   req.Command.Name,
+		Params:    req.Invocation.Params,
+		State:     Queued,
+		Owner:     req.Owner,
+		CreatedAt: now,
+	}
 }
 
 func newID(now time.Time) string {

@@ -203,14 +203,7 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 		stopReq:  make(chan struct{}),
 		done:     make(chan struct{}),
 		wake:     make(chan struct{}),
-		rec: Record{
-			ID:        newID(now),
-			Command:   req.Command.Name,
-			Params:    req.Invocation.Params,
-			State:     Queued,
-			Owner:     req.Owner,
-			CreatedAt: now,
-		},
+		rec:      newRecord(req, now),
 	}
 	if r.cluster != nil {
 		if !r.cluster.Reachable() {
