@@ -39,7 +39,9 @@ func Connect(c config.Cluster) (*Clients, error) {
 	// notice well within the node timeout.
 	step := min(max(c.NodeTimeout/5, 200*time.Millisecond), 2*time.Second)
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = step, step, step
-	opts.MaxRetries = 1
+	// One dial a command: a refused connection is Redis away, not a
+	// reason to wait.
+	opts.MaxRetries, opts.DialerRetries = 1, 1
 	opts.ClientName = "execgw"
 	follow := *opts
 	// go-redis adds a blocking command's own timeout to ReadTimeout.

@@ -210,6 +210,19 @@ func (w *streamWriter) Close() error {
 	return nil
 }
 
+// Abort gives up shipping and removes the spool file: for output nobody
+// will read.
+func (w *streamWriter) Abort() {
+	w.cancel()
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	<-w.done
+	name := w.spool.Name()
+	_ = w.spool.Close()
+	_ = os.Remove(name)
+}
+
 // ship sends the spool to Redis in order, chunk by chunk, until Close has
 // been called and all is sent. A chunk that fails is sent again, the same
 // chunk at the same offset, until Redis takes it or the Output closes.

@@ -27,6 +27,9 @@ type Job struct {
 	// startErr, when set, is why the job cannot start (its parameters
 	// no longer bind on the node that took it): it ends failed.
 	startErr error
+	// refused says Submit refused the job after its process started
+	// (its record could not be stored): its output is dropped.
+	refused bool
 	detached bool
 	stdin    io.Reader
 

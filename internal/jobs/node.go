@@ -37,6 +37,9 @@ func (r *Registry) Detach(ctx context.Context, req Request) (Record, error) {
 	if draining {
 		return Record{}, ErrDraining
 	}
+	if err := r.reachable(); err != nil {
+		return Record{}, err
+	}
 	rec := newRecord(req, r.now().UTC())
 	if err := r.cluster.Enqueue(ctx, rec, req.Values); err != nil {
 		return Record{}, err

@@ -105,6 +105,21 @@ func (s *sink) close() {
 	s.failed(err)
 }
 
+// An aborter is stored output that can be dropped at once rather than
+// made durable (the cluster's, which would wait for Redis).
+type aborter interface{ Abort() }
+
+// abort drops the stored output of a job whose output nobody will read.
+func (s *sink) abort() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a, ok := s.file.(aborter); ok {
+		a.Abort()
+		return
+	}
+	_ = s.file.Close()
+}
+
 // storeErrorMessage is the output_error of a storage failure: the system's
 // word for it ("no space left on device"), never the path or other detail
 // of the gateway's file system.

@@ -11,10 +11,23 @@ import (
 // Get returns the job's record: the live one while the job runs here, else
 // the stored one.
 func (r *Registry) Get(ctx context.Context, id string) (Record, error) {
+	if err := r.reachable(); err != nil {
+		return Record{}, err
+	}
 	if j := r.Live(id); j != nil {
 		return j.Record(), nil
 	}
 	return r.store.Get(ctx, id)
+}
+
+// reachable is ErrUnavailable while a cluster node's Redis is away: the
+// job API answers alike for every job then, those running here included,
+// and a load balancer sends the clients elsewhere.
+func (r *Registry) reachable() error {
+	if r.cluster != nil && !r.cluster.Reachable() {
+		return fmt.Errorf("job api: %w", ErrUnavailable)
+	}
+	return nil
 }
 
 // Live returns the job if it is queued or running in this process.
@@ -27,6 +40,9 @@ func (r *Registry) Live(id string) *Job {
 // List returns stored records matching f, newest first, and the cursor of
 // the next page. Live jobs show their current byte counts.
 func (r *Registry) List(ctx context.Context, f Filter) ([]Record, string, error) {
+	if err := r.reachable(); err != nil {
+		return nil, "", err
+	}
 	recs, next, err := r.store.List(ctx, f)
 	if err != nil {
 		return nil, "", err
@@ -43,6 +59,9 @@ func (r *Registry) List(ctx context.Context, f Filter) ([]Record, string, error)
 // record once it has ended, wherever in the cluster it runs. An ended
 // job's record is returned unchanged.
 func (r *Registry) Cancel(ctx context.Context, id, reason string) (Record, error) {
+	if err := r.reachable(); err != nil {
+		return Record{}, err
+	}
 	j := r.Live(id)
 	if j == nil {
 		rec, err := r.store.Get(ctx, id)
@@ -62,6 +81,9 @@ func (r *Registry) Cancel(ctx context.Context, id, reason string) (Record, error
 
 // Delete removes an ended job and its output.
 func (r *Registry) Delete(ctx context.Context, id string) error {
+	if err := r.reachable(); err != nil {
+		return err
+	}
 	if r.Live(id) != nil {
 		return ErrRunning
 	}
@@ -92,6 +114,9 @@ func (r *Registry) remove(ctx context.Context, id string) error {
 // Write to w carries what one read found, so a flushing writer shows
 // output promptly.
 func (r *Registry) Copy(ctx context.Context, id string, s Stream, w io.Writer, follow bool) error {
+	if err := r.reachable(); err != nil {
+		return err
+	}
 	j := r.Live(id)
 	var rec Record
 	if j == nil {

@@ -206,8 +206,8 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 		rec:      newRecord(req, now),
 	}
 	if r.cluster != nil {
-		if !r.cluster.Reachable() {
-			return nil, fmt.Errorf("new job: %w", ErrUnavailable)
+		if err := r.reachable(); err != nil {
+			return nil, err
 		}
 		// A job submitted here runs here: its input or its client is here.
 		j.rec.Node = r.cluster.Name()
@@ -243,9 +243,11 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 	log := r.jobLog(j)
 	// A job that starts at once is created and started in one durable
 	// write (start stores it running); a queued one is stored now, so that
-	// waiting jobs survive a restart as records.
+	// waiting jobs survive a restart as records. In a cluster every job is
+	// stored before its process starts: Redis may be gone since the last
+	// heartbeat, and a job must not start that cannot be recorded.
 	startNow := isClosed(j.admitted)
-	if !startNow {
+	if !startNow || r.cluster != nil {
 		if err := r.store.Put(ctx, j.rec); err != nil {
 			// Nothing started yet: undo the admission so the job never existed.
 			r.mu.Lock()
@@ -260,7 +262,9 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 			log.Error().Err(err).Str(logkey.State, string(Queued)).Msg("store new job")
 			return nil, notStored(err)
 		}
-		log.Info().Str(logkey.State, string(Queued)).Msg("job queued")
+		if !startNow {
+			log.Info().Str(logkey.State, string(Queued)).Msg("job queued")
+		}
 	}
 	var notStoredErr error
 	if startNow {
@@ -270,6 +274,7 @@ func (r *Registry) Submit(ctx context.Context, req Request) (*Job, error) {
 			// job without a record: it is stopped at once, as a job
 			// canceled, and forgotten. Its caller will not take its
 			// output.
+			j.refused = true
 			j.stdout.openLive(false)
 			j.stderr.openLive(false)
 			j.requestStop(stop{state: Canceled})
@@ -544,8 +549,14 @@ func (j *Job) supervise(log zerolog.Logger, argv []string, started bool) {
 // finish stores the final record, gives back the slot and closes done.
 func (j *Job) finish(log zerolog.Logger, res runner.Result) {
 	r := j.reg
-	j.stdout.close()
-	j.stderr.close()
+	if j.refused {
+		// Nobody will read it: it is removed with the job.
+		j.stdout.abort()
+		j.stderr.abort()
+	} else {
+		j.stdout.close()
+		j.stderr.close()
+	}
 	if c, ok := j.stdin.(io.Closer); ok {
 		// The process is gone: nothing reads it any more.
 		_ = c.Close()
