@@ -38,6 +38,8 @@ type Node struct {
 	mu      sync.Mutex
 	leases  map[string]string // job id -> lease, for the jobs this node runs
 	failing bool              // in an episode of Redis errors
+	// failedAt is when an operation last found Redis away.
+	failedAt time.Time
 }
 
 var (
@@ -104,10 +106,15 @@ func (n *Node) Leave(ctx context.Context) error {
 }
 
 // Reachable reports whether Redis took this node's last heartbeat, which
-// it sends every third of the node timeout: false soon after Redis went
-// away, true again with the first heartbeat it takes.
+// it sends every third of the node timeout, and no operation has found it
+// away since: false as soon as a request fails, or a heartbeat is late;
+// true again with the next heartbeat Redis takes.
 func (n *Node) Reachable() bool {
-	return time.Since(n.nodes.LastHeard()) < n.timeout/2
+	heard := n.nodes.LastHeard()
+	n.mu.Lock()
+	failedAt := n.failedAt
+	n.mu.Unlock()
+	return time.Since(heard) < n.timeout/2 && heard.After(failedAt)
 }
 
 // Alive is the number of nodes alive now, this one included.
@@ -132,6 +139,9 @@ func (n *Node) check(op string, err error) error {
 	n.mu.Lock()
 	was := n.failing
 	n.failing = err != nil
+	if err != nil {
+		n.failedAt = time.Now()
+	}
 	n.mu.Unlock()
 	if err == nil {
 		if was {

@@ -14,10 +14,17 @@ func (r *Registry) Get(ctx context.Context, id string) (Record, error) {
 	if err := r.reachable(); err != nil {
 		return Record{}, err
 	}
-	if j := r.Live(id); j != nil {
+	j := r.Live(id)
+	if j != nil && r.cluster == nil {
 		return j.Record(), nil
 	}
-	return r.store.Get(ctx, id)
+	// In a cluster the shared record is read even for a job running
+	// here: Redis away is then a 503 for every job alike.
+	rec, err := r.store.Get(ctx, id)
+	if err != nil || j == nil {
+		return rec, err
+	}
+	return j.Record(), nil
 }
 
 // reachable is ErrUnavailable while a cluster node's Redis is away: the
@@ -119,7 +126,7 @@ func (r *Registry) Copy(ctx context.Context, id string, s Stream, w io.Writer, f
 	}
 	j := r.Live(id)
 	var rec Record
-	if j == nil {
+	if j == nil || r.cluster != nil {
 		var err error
 		if rec, err = r.store.Get(ctx, id); err != nil {
 			return err
