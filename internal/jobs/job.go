@@ -29,7 +29,7 @@ type Job struct {
 	startErr error
 	// refused says Submit refused the job after its process started
 	// (its record could not be stored): its output is dropped.
-	refused bool
+	refused  bool
 	detached bool
 	stdin    io.Reader
 
