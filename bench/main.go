@@ -2,7 +2,7 @@
 // prints a Markdown report: cancel latency and per-run overhead (issue 2),
 // the job store (issue 3), stream throughput (issue 4), cold start under
 // socket activation (issue 5), load with 1000 clients (issue 6) and the
-// memory of bound JSON runs (issue 13).
+// memory of bound JSON runs (issue 13) and the cluster on Redis (issue 14).
 //
 //	go run ./bench              # the full run, several minutes
 //	go run ./bench -quick       # a CI-sized run, under a minute
@@ -59,7 +59,7 @@ type options struct {
 }
 
 // sections in report order; -only takes these names.
-var sections = []string{"cancel", "overhead", "store", "stream", "coldstart", "load", "jsonmem"}
+var sections = []string{"cancel", "overhead", "store", "stream", "coldstart", "load", "jsonmem", "cluster"}
 
 func main() {
 	if len(os.Args) == 2 && os.Args[1] == "-minimal-server" {
@@ -290,6 +290,17 @@ func run(ctx context.Context, args []string) (err error) {
 		progress("load: %d clients, %v per target, %d rounds", o.clients, o.loadDuration, o.loadRounds)
 		if err := benchLoad(ctx, parts["load"], bin, dir, shm, mini, o.clients, o.loadDuration, o.settle, o.loadRounds); err != nil {
 			return fmt.Errorf("load: %w", err)
+		}
+	}
+
+	if o.wants("cluster") {
+		co := clusterOptions{clients: 32, duration: 5 * time.Second, jobs: 200, cancels: 50, follows: 5}
+		if o.quick {
+			co = clusterOptions{clients: 16, duration: 2 * time.Second, jobs: 40, cancels: 10, follows: 2}
+		}
+		progress("cluster: %+v", co)
+		if err := benchCluster(ctx, parts["cluster"], bin, dir, co); err != nil {
+			return fmt.Errorf("cluster: %w", err)
 		}
 	}
 
