@@ -133,7 +133,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		joinCtx, cancel := context.WithTimeout(ctx, cfg.Cluster.NodeTimeout)
 		node, err = cluster.Join(joinCtx, cluster.NodeOptions{
 			Clients: clients, Prefix: cfg.Cluster.Prefix, Name: name, Timeout: cfg.Cluster.NodeTimeout,
-			MaxQueued: cfg.MaxQueued, Log: log, Metrics: metrics,
+			MaxQueued: cfg.MaxQueued, Commands: cfg.CommandNames(), Log: log, Metrics: metrics,
 			Cancel: func(id, reason string) {
 				if r := registryRef.Load(); r != nil {
 					r.CancelHere(id, reason)

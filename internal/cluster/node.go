@@ -24,16 +24,17 @@ import (
 // that means Redis is away becomes jobs.ErrUnavailable, is counted in
 // execgw_redis_errors_total{op}, and is logged once per episode.
 type Node struct {
-	name    string
-	timeout time.Duration
-	rdb     *redis.Client
-	prefix  string // "{execgw}:"
-	store   *Store
-	queue   *Queue
-	events  *Events
-	nodes   *Nodes
-	log     zerolog.Logger
-	errors  *prometheus.CounterVec
+	name     string
+	timeout  time.Duration
+	rdb      *redis.Client
+	prefix   string // "{execgw}:"
+	store    *Store
+	queue    *Queue
+	events   *Events
+	nodes    *Nodes
+	log      zerolog.Logger
+	errors   *prometheus.CounterVec
+	commands []string // whose slots Reclaim looks at
 
 	mu      sync.Mutex
 	leases  map[string]string // job id -> lease, for the jobs this node runs
@@ -54,8 +55,10 @@ type NodeOptions struct {
 	Name      string
 	Timeout   time.Duration
 	MaxQueued int
-	Log       zerolog.Logger
-	Metrics   prometheus.Registerer // nil: not exported
+	// Commands are the configured commands' names.
+	Commands []string
+	Log      zerolog.Logger
+	Metrics  prometheus.Registerer // nil: not exported
 	// Cancel is called for every cancel another node asks of a job this
 	// node runs; it must not block.
 	Cancel func(id, reason string)
@@ -69,7 +72,7 @@ func Join(ctx context.Context, o NodeOptions) (*Node, error) {
 		name: o.Name, timeout: o.Timeout, rdb: o.Clients.Commands, prefix: newKeys(o.Prefix).prefix,
 		store: NewStore(o.Clients.Commands, o.Prefix), queue: NewQueue(o.Clients.Commands, o.Prefix, o.MaxQueued),
 		log:    o.Log.With().Str(logkey.Component, "cluster").Logger(),
-		leases: map[string]string{},
+		leases: map[string]string{}, commands: o.Commands,
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "execgw_redis_errors_total",
 			Help: "Redis operations that failed because Redis could not be reached, by operation.",
@@ -280,6 +283,22 @@ func (n *Node) Unqueue(ctx context.Context, rec jobs.Record) (bool, error) {
 func (n *Node) Requeue(ctx context.Context, node string) error {
 	_, err := n.queue.Requeue(ctx, node)
 	return n.check("requeue", err)
+}
+
+// Reclaim requeues what node took and did not start, and frees the slots
+// it holds for jobs without a record or already ended.
+func (n *Node) Reclaim(ctx context.Context, node string) error {
+	if _, err := n.queue.Requeue(ctx, node); err != nil {
+		return n.check("requeue", err)
+	}
+	freed, err := n.queue.FreeSlots(ctx, node, n.commands)
+	if err != nil {
+		return n.check("requeue", err)
+	}
+	if freed > 0 {
+		n.log.Warn().Str(logkey.Peer, node).Int("slots", freed).Msg("freed command slots held for jobs that never started")
+	}
+	return nil
 }
 
 // RequestCancel asks the node that runs job id to cancel it.

@@ -47,12 +47,15 @@ var (
 	unqueueLua string
 	//go:embed lua/requeue.lua
 	requeueLua string
+	//go:embed lua/freeslots.lua
+	freeSlotsLua string
 
-	enqueueScript = redis.NewScript(recordLua + enqueueLua)
-	takeScript    = redis.NewScript(takeLua)
-	acquireScript = redis.NewScript(acquireLua)
-	unqueueScript = redis.NewScript(recordLua + unqueueLua)
-	requeueScript = redis.NewScript(requeueLua)
+	enqueueScript   = redis.NewScript(recordLua + enqueueLua)
+	takeScript      = redis.NewScript(takeLua)
+	acquireScript   = redis.NewScript(acquireLua)
+	unqueueScript   = redis.NewScript(recordLua + unqueueLua)
+	requeueScript   = redis.NewScript(requeueLua)
+	freeSlotsScript = redis.NewScript(freeSlotsLua)
 )
 
 // Enqueue stores a new job's record, queued, with the parameters it runs
@@ -162,6 +165,22 @@ func (q *Queue) Requeue(ctx context.Context, node string) (int, error) {
 	n, err := requeueScript.Run(ctx, q.rdb, nil, q.prefix, node).Int()
 	if err != nil {
 		return 0, fmt.Errorf("requeue the jobs of %s: %w", node, err)
+	}
+	return n, nil
+}
+
+// FreeSlots frees the slots of commands that node holds for jobs without
+// a record, or whose record has ended: a node that failed between taking a
+// slot and storing its job's record leaves such a slot, which would
+// otherwise hold the command's max_concurrent for ever.
+func (q *Queue) FreeSlots(ctx context.Context, node string, commands []string) (int, error) {
+	args := []any{q.prefix, node}
+	for _, c := range commands {
+		args = append(args, c)
+	}
+	n, err := freeSlotsScript.Run(ctx, q.rdb, nil, args...).Int()
+	if err != nil {
+		return 0, fmt.Errorf("free the slots of %s: %w", node, err)
 	}
 	return n, nil
 }

@@ -323,3 +323,43 @@ func runningOnA(t *testing.T) (*Store, jobs.Record, string) {
 	}
 	return s, rec, tk.Lease
 }
+
+// A node that failed between taking a slot and storing its job's record
+// leaves a slot no job holds; reclaiming the node frees it, and only it.
+func TestQueueFreeSlots(t *testing.T) {
+	ctx := context.Background()
+	q, s := queueFixture(t, 100)
+	for _, id := range []string{storetest.ID(1), storetest.ID(2), storetest.ID(3)} {
+		if ok, err := q.Acquire(ctx, "backup", id, "a", 0); err != nil || !ok {
+			t.Fatalf("Acquire(%s) = %v, %v", id, ok, err)
+		}
+	}
+	if ok, err := q.Acquire(ctx, "backup", storetest.ID(4), "b", 0); err != nil || !ok {
+		t.Fatal(err)
+	}
+	// 1 runs on a, 2 has ended (its slot somehow left), 3 has no record.
+	running := queued(1, "backup")
+	running.State = jobs.Running
+	ended := queued(2, "backup")
+	ended.State, ended.EndedAt = jobs.Failed, storetest.Base
+	for _, rec := range []jobs.Record{running, ended} {
+		if err := s.PutLeased(ctx, rec, TakeOver, "", "a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.rdb.HSet(ctx, s.prefix+"slots:backup", ended.ID, "a").Result(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := q.FreeSlots(ctx, "a", []string{"backup", "dd"})
+	if err != nil || n != 2 {
+		t.Fatalf("FreeSlots = %d, %v; want 2", n, err)
+	}
+	held, err := s.rdb.HKeys(ctx, s.prefix+"slots:backup").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(held)
+	if want := []string{storetest.ID(1), storetest.ID(4)}; !slices.Equal(held, want) {
+		t.Errorf("slots held after FreeSlots: %v, want %v (a's running job, b's)", held, want)
+	}
+}

@@ -44,6 +44,10 @@ type Cluster interface {
 	Unqueue(ctx context.Context, rec Record) (bool, error)
 	// Requeue puts back in the queue what node took and did not start.
 	Requeue(ctx context.Context, node string) error
+	// Reclaim, for a node that is gone (dead, or this one's previous
+	// life), requeues what it took and did not start, and frees the
+	// slots it holds for jobs without a record or already ended.
+	Reclaim(ctx context.Context, node string) error
 
 	// RequestCancel asks the node that runs job id to cancel it.
 	RequestCancel(ctx context.Context, id, reason string) error

@@ -385,10 +385,11 @@ func (r *Registry) recoverDeadNodes(ctx context.Context) {
 	}
 }
 
-// recoverNode queues again what node took without starting and records
-// its other unfinished jobs interrupted, each with msg.
+// recoverNode queues again what node took without starting, frees the
+// slots it may have left, and records its other unfinished jobs
+// interrupted, each with msg.
 func (r *Registry) recoverNode(ctx context.Context, node, msg string) error {
-	if err := r.cluster.Requeue(ctx, node); err != nil {
+	if err := r.cluster.Reclaim(ctx, node); err != nil {
 		return err
 	}
 	recs, err := r.store.Unfinished(ctx)
