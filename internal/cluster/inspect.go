@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -19,7 +20,7 @@ type Info struct {
 	// RDB is whether snapshots are configured.
 	RDB bool
 	// Nodes are the gateways with a heartbeat in this cluster, alive or
-	// not yet forgotten.
+	// not yet forgotten, by name (Redis orders them by heartbeat).
 	Nodes []string
 }
 
@@ -49,6 +50,7 @@ func Inspect(ctx context.Context, rdb *redis.Client, prefix string) (Info, error
 	if info.Nodes, err = rdb.ZRange(ctx, newKeys(prefix).prefix+"nodes", 0, -1).Result(); err != nil {
 		return info, fmt.Errorf("redis: list nodes: %w", err)
 	}
+	slices.Sort(info.Nodes)
 	return info, nil
 }
 
