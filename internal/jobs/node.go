@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -339,9 +340,37 @@ func (r *Registry) watchCluster(ctx context.Context) {
 		case time.Since(lastRecovery) >= timeout/3 && r.cluster.Settled():
 			cutOff = false
 			lastRecovery = time.Now()
+			r.storeUnstoredEnds(ctx)
 			r.recoverDeadNodes(ctx)
 		default:
 			cutOff = false
+		}
+	}
+}
+
+// storeUnstoredEnds stores the final records that Redis could not take
+// when their jobs ended; a record the cluster has meanwhile written
+// otherwise (interrupted) stays as it is.
+func (r *Registry) storeUnstoredEnds(ctx context.Context) {
+	r.mu.Lock()
+	pending := r.unstoredEnds
+	r.unstoredEnds = nil
+	r.mu.Unlock()
+	for i, rec := range pending {
+		err := r.store.Put(ctx, rec)
+		switch {
+		case errors.Is(err, ErrUnavailable):
+			r.mu.Lock()
+			r.unstoredEnds = append(r.unstoredEnds, pending[i:]...)
+			r.mu.Unlock()
+			return
+		case err == nil:
+			r.cluster.Ended(ctx, rec.ID)
+			log := r.recordLog(rec)
+			log.Info().Str(logkey.State, string(rec.State)).Msg("ended job stored after redis came back")
+		case !errors.Is(err, ErrFenced):
+			log := r.recordLog(rec)
+			log.Error().Err(err).Str(logkey.State, string(rec.State)).Msg("store ended job")
 		}
 	}
 }

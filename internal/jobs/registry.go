@@ -128,6 +128,9 @@ type Registry struct {
 	running        int
 	perCmd         map[string]int
 	detachedQueued int
+	// unstoredEnds are final records Redis could not take in time; the
+	// cluster watcher stores them once it is back.
+	unstoredEnds []Record
 }
 
 // New returns a registry and starts its retention loop; Close stops it.
@@ -604,8 +607,9 @@ func (j *Job) finish(log zerolog.Logger, res runner.Result) {
 }
 
 // storeEnd stores a job's final record. In a cluster a record that cannot
-// reach Redis is tried again until Redis is back, for as long as the
-// cluster may still believe the job runs here; then its waiters are told.
+// reach Redis is tried again for as long as the cluster may still believe
+// the job runs here, and after that by watchCluster until Redis is back;
+// then its waiters are told.
 func (r *Registry) storeEnd(log zerolog.Logger, final Record) {
 	ctx := context.Background()
 	err := r.store.Put(ctx, final)
@@ -620,6 +624,11 @@ func (r *Registry) storeEnd(log zerolog.Logger, final Record) {
 	case errors.Is(err, ErrFenced):
 		log.Warn().Str(logkey.State, string(final.State)).
 			Msg("the cluster recorded this job's end while this node was cut off; its record stays as the cluster wrote it")
+	case errors.Is(err, ErrUnavailable):
+		log.Error().Err(err).Str(logkey.State, string(final.State)).Msg("store ended job: tried again once redis is back")
+		r.mu.Lock()
+		r.unstoredEnds = append(r.unstoredEnds, final)
+		r.mu.Unlock()
 	case err != nil:
 		log.Error().Err(err).Str(logkey.State, string(final.State)).Msg("store ended job")
 	case r.cluster != nil:
