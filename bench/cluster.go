@@ -100,16 +100,8 @@ func benchCluster(ctx context.Context, r *report, bin, dir string, o clusterOpti
 	var startLat durations
 	ran := map[string]int{}
 	for i := range o.jobs {
-		g := []*gateway{a, b}[i%2]
-		id, _, err := submitDetached(ctx, g, g.client, "hundred", "")
+		full, err := runHundred(ctx, []*gateway{a, b}[i%2])
 		if err != nil {
-			return err
-		}
-		if _, err := waitEnded(ctx, g, id); err != nil {
-			return err
-		}
-		var full clusterRecord
-		if err := g.getJSON(ctx, "/v1/jobs/"+id, &full); err != nil {
 			return err
 		}
 		if full.StartedAt == nil || full.State != "succeeded" {
@@ -125,12 +117,7 @@ func benchCluster(ctx context.Context, r *report, bin, dir string, o clusterOpti
 		return err
 	}
 	for i := range o.jobs {
-		g := []*gateway{a, b}[i%2]
-		id, _, err := submitDetached(ctx, g, g.client, "hundred", "")
-		if err != nil {
-			return err
-		}
-		if _, err := waitEnded(ctx, g, id); err != nil {
+		if _, err := runHundred(ctx, []*gateway{a, b}[i%2]); err != nil {
 			return err
 		}
 	}
@@ -278,6 +265,21 @@ type clusterRecord struct {
 	Pid       int        `json:"pid"`
 	CreatedAt time.Time  `json:"created_at"`
 	StartedAt *time.Time `json:"started_at"`
+}
+
+// runHundred runs the hundred command detached on g, waits for its end
+// and returns its record.
+func runHundred(ctx context.Context, g *gateway) (clusterRecord, error) {
+	var rec clusterRecord
+	id, _, err := submitDetached(ctx, g, g.client, "hundred", "")
+	if err != nil {
+		return rec, err
+	}
+	if _, err := waitEnded(ctx, g, id); err != nil {
+		return rec, err
+	}
+	err = g.getJSON(ctx, "/v1/jobs/"+id, &rec)
+	return rec, err
 }
 
 // waitRunning polls a job until it runs and returns its record.
