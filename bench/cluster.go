@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,16 +100,21 @@ func benchCluster(ctx context.Context, r *report, bin, dir string, o clusterOpti
 	// 2. Detached submit to start, through the cluster's queue.
 	var startLat durations
 	ran := map[string]int{}
+	sentHere := 0 // jobs run by the node they were submitted to
 	for i := range o.jobs {
-		full, err := runHundred(ctx, []*gateway{a, b}[i%2])
+		g := []*gateway{a, b}[i%2]
+		full, err := runHundred(ctx, g)
 		if err != nil {
-			return err
+			return fmt.Errorf("submit to start: %w", err)
 		}
 		if full.StartedAt == nil || full.State != "succeeded" {
 			return fmt.Errorf("job %s: %s, started %v", full.ID, full.State, full.StartedAt)
 		}
 		startLat = append(startLat, full.StartedAt.Sub(full.CreatedAt))
 		ran[full.Node]++
+		if nodes[full.Node] == g {
+			sentHere++
+		}
 	}
 
 	// 5. Redis memory per finished job: the jobs above, and as many more.
@@ -116,35 +122,58 @@ func benchCluster(ctx context.Context, r *report, bin, dir string, o clusterOpti
 	if err != nil {
 		return err
 	}
+	var lastID string
 	for i := range o.jobs {
-		if _, err := runHundred(ctx, []*gateway{a, b}[i%2]); err != nil {
-			return err
+		rec, err := runHundred(ctx, []*gateway{a, b}[i%2])
+		if err != nil {
+			return fmt.Errorf("memory per job: %w", err)
 		}
+		lastID = rec.ID
 	}
 	after, err := usedMemory(ctx, rdb)
 	if err != nil {
 		return err
 	}
 	perJob := float64(after-before) / float64(o.jobs)
+	ownKeys, err := keysOfJob(ctx, rdb, lastID)
+	if err != nil {
+		return err
+	}
 
 	// 3. Cancel sent to the node that does not run the job.
-	var cancelLat durations
+	// Beside each, alternated with it: the cancel sent to the job's own
+	// node, which is what a standalone gateway does.
+	var cancelLat, answerLat, localCancelLat durations
+	cancelRan := map[string]int{}
+	same := func(node string) *gateway { return nodes[node] }
 	for range o.cancels {
-		d, err := cancelAcross(ctx, a, nodes, other)
+		c, err := cancelOne(ctx, a, nodes, other)
 		if err != nil {
-			return err
+			return fmt.Errorf("cancel across: %w", err)
 		}
-		cancelLat = append(cancelLat, d)
+		cancelLat = append(cancelLat, c.gone)
+		answerLat = append(answerLat, c.answered)
+		cancelRan[c.node]++
+		local, err := cancelOne(ctx, a, nodes, same)
+		if err != nil {
+			return fmt.Errorf("cancel on the job's node: %w", err)
+		}
+		localCancelLat = append(localCancelLat, local.gone)
 	}
 
 	// 4. Follow on the node that does not run the job.
-	var followLat durations
+	// Beside it, reading the same lines at the same time: a follower on
+	// the job's own node.
+	var followLat, localFollowLat durations
+	followRan := map[string]int{}
 	for range o.follows {
-		lat, err := followAcross(ctx, a, nodes, other)
+		f, err := followAcross(ctx, a, nodes, other)
 		if err != nil {
-			return err
+			return fmt.Errorf("follow across: %w", err)
 		}
-		followLat = append(followLat, lat...)
+		followLat = append(followLat, f.across...)
+		localFollowLat = append(localFollowLat, f.local...)
+		followRan[f.node]++
 	}
 
 	r.section("8. Cluster (issue 14)")
@@ -154,13 +183,17 @@ func benchCluster(ctx context.Context, r *report, bin, dir string, o clusterOpti
 		{fmt.Sprintf("bound runs of `/bin/true` per second, %d clients, %v windows alternated", o.clients, o.duration),
 			fmt.Sprintf("Redis store: %.0f runs/s (%.2f × bbolt)", red, red/bolt), fmt.Sprintf("bbolt: %.0f runs/s", bolt)},
 		{fmt.Sprintf("detached job: created → started, through the cluster's queue, %d jobs", len(startLat)),
-			fmt.Sprintf("p50 %s, p99 %s", ms(startLat.pct(50)), ms(startLat.pct(99))), fmt.Sprintf("ran on a: %d, b: %d", ran["a"], ran["b"])},
+			fmt.Sprintf("p50 %s, p99 %s", ms(startLat.pct(50)), ms(startLat.pct(99))), fmt.Sprintf("ran on a: %d, b: %d; on the node it was sent to: %d", ran["a"], ran["b"], sentHere)},
 		{fmt.Sprintf("cancel sent to the other node → whole tree gone (`sh -c 'sleep 300 | cat'`), %d runs", len(cancelLat)),
-			fmt.Sprintf("p50 %s, p99 %s", ms(cancelLat.pct(50)), ms(cancelLat.pct(99))), ""},
+			fmt.Sprintf("p50 %s, p99 %s", ms(cancelLat.pct(50)), ms(cancelLat.pct(99))),
+			fmt.Sprintf("cancel sent to the job's own node, alternated: p50 %s, p99 %s; the cancel across answered: p50 %s, p99 %s; job on a: %d, b: %d",
+				ms(localCancelLat.pct(50)), ms(localCancelLat.pct(99)), ms(answerLat.pct(50)), ms(answerLat.pct(99)), cancelRan["a"], cancelRan["b"])},
 		{fmt.Sprintf("follow on the other node: line written → line received, %d lines", len(followLat)),
-			fmt.Sprintf("p50 %s, p99 %s", ms(followLat.pct(50)), ms(followLat.pct(99))), ""},
+			fmt.Sprintf("p50 %s, p99 %s", ms(followLat.pct(50)), ms(followLat.pct(99))),
+			fmt.Sprintf("follower on the job's own node, same lines: p50 %s, p99 %s; jobs: %d, on a: %d, b: %d",
+				ms(localFollowLat.pct(50)), ms(localFollowLat.pct(99)), o.follows, followRan["a"], followRan["b"])},
 		{fmt.Sprintf("Redis memory per finished job (100 bytes of stdout; `used_memory` over %d jobs)", o.jobs),
-			kib(perJob), ""},
+			kib(perJob), "one job's own keys (`MEMORY USAGE`, indexes not counted): " + ownKeys},
 	})
 	r.target(target{issue: "14", figure: "cancel across gateways p99", measured: ms(cancelLat.pct(99)), goal: "p99 < 50 ms", met: cancelLat.pct(99) < 50*time.Millisecond})
 	r.target(target{issue: "14", figure: "follow across gateways p99", measured: ms(followLat.pct(99)), goal: "p99 < 50 ms", met: followLat.pct(99) < 50*time.Millisecond})
@@ -177,7 +210,8 @@ func startRedis(ctx context.Context, dir string) (*redis.Client, func(), error) 
 		return nil, nil, err
 	}
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
-		"--appendonly", "yes", "--appendfsync", "everysec", "--save", "")
+		"--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+		"--logfile", filepath.Join(dir, "redis.log"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, nil, fmt.Errorf("redis-server: %w", err)
@@ -214,6 +248,41 @@ func usedMemory(ctx context.Context, rdb *redis.Client) (int64, error) {
 		}
 	}
 	return 0, errors.New("INFO memory has no used_memory")
+}
+
+// keysOfJob sums MEMORY USAGE of the keys that name the job, by type:
+// what one finished job holds beside its index entries.
+func keysOfJob(ctx context.Context, rdb *redis.Client, id string) (string, error) {
+	keys, err := rdb.Keys(ctx, "*"+id+"*").Result()
+	if err != nil {
+		return "", err
+	}
+	if len(keys) == 0 {
+		return "", fmt.Errorf("job %s: no key in Redis names it", id)
+	}
+	bytesOf, count := map[string]int64{}, map[string]int{}
+	for _, k := range keys {
+		typ, err := rdb.Type(ctx, k).Result()
+		if err != nil {
+			return "", err
+		}
+		n, err := rdb.MemoryUsage(ctx, k).Result()
+		if err != nil {
+			return "", fmt.Errorf("MEMORY USAGE %s: %w", k, err)
+		}
+		bytesOf[typ] += n
+		count[typ]++
+	}
+	types := make([]string, 0, len(bytesOf))
+	for typ := range bytesOf {
+		types = append(types, typ)
+	}
+	sort.Strings(types)
+	parts := make([]string, 0, len(types))
+	for _, typ := range types {
+		parts = append(parts, fmt.Sprintf("%d %s %d B", count[typ], typ, bytesOf[typ]))
+	}
+	return strings.Join(parts, ", "), nil
 }
 
 func mean(xs []float64) float64 {
@@ -302,58 +371,94 @@ func waitRunning(ctx context.Context, g *gateway, id string) (clusterRecord, err
 	}
 }
 
-// cancelAcross starts the tree detached, and times a cancel sent to the
-// node that does not run it until the tree is gone.
-func cancelAcross(ctx context.Context, submit *gateway, nodes map[string]*gateway, other func(string) *gateway) (time.Duration, error) {
+// timedCancel is one timed cancel.
+type timedCancel struct {
+	gone     time.Duration // cancel sent → the whole tree gone
+	answered time.Duration // cancel sent → its answer read
+	node     string        // the node that ran the job
+}
+
+// cancelOne starts the tree detached, and times a cancel sent to the
+// gateway to(the job's node) picks until the tree is gone.
+func cancelOne(ctx context.Context, submit *gateway, nodes map[string]*gateway, to func(string) *gateway) (timedCancel, error) {
 	id, _, err := submitDetached(ctx, submit, submit.client, "tree", "")
 	if err != nil {
-		return 0, err
+		return timedCancel{}, err
 	}
 	rec, err := waitRunning(ctx, submit, id)
 	if err != nil {
-		return 0, err
+		return timedCancel{}, err
 	}
 	if nodes[rec.Node] == nil {
-		return 0, fmt.Errorf("job %s ran on %q", rec.ID, rec.Node)
+		return timedCancel{}, fmt.Errorf("job %s ran on %q", rec.ID, rec.Node)
 	}
 	members, err := waitTree(rec.Pid, 5*time.Second)
 	if err != nil {
-		return 0, err
+		return timedCancel{}, err
 	}
 	fds := openPidfds(members)
 	defer closeAll(fds)
 	start := time.Now()
-	body, err := exchange(ctx, other(rec.Node).client, http.MethodPost, other(rec.Node).url+"/v1/jobs/"+rec.ID+"/cancel")
+	body, err := exchange(ctx, to(rec.Node).client, http.MethodPost, to(rec.Node).url+"/v1/jobs/"+rec.ID+"/cancel")
+	answered := time.Since(start)
 	if err != nil {
-		return 0, err
+		return timedCancel{}, err
 	}
 	gone, err := waitGroupGone(rec.Pid, fds, 10*time.Second)
 	if err != nil {
-		return 0, err
+		return timedCancel{}, err
 	}
 	if !strings.Contains(string(body), `"state":"canceled"`) {
-		return 0, fmt.Errorf("cancel of %s answered %.300s", rec.ID, body)
+		return timedCancel{}, fmt.Errorf("cancel of %s answered %.300s", rec.ID, body)
 	}
-	return gone.Sub(start), nil
+	return timedCancel{gone: gone.Sub(start), answered: answered, node: rec.Node}, nil
 }
 
-// followAcross starts the ticks job and follows its stdout on the node
-// that does not run it: each line's latency is its arrival time minus the
-// time it holds (one machine, one clock).
-func followAcross(ctx context.Context, submit *gateway, nodes map[string]*gateway, other func(string) *gateway) ([]time.Duration, error) {
+// followed is one job followed from two nodes at once.
+type followed struct {
+	across []time.Duration // per line, on the node that does not run the job
+	local  []time.Duration // per line, on the job's own node
+	node   string          // the node that ran the job
+}
+
+// followAcross starts the ticks job and follows its stdout on both nodes
+// at once: each line's latency is its arrival time minus the time it holds
+// (one machine, one clock).
+func followAcross(ctx context.Context, submit *gateway, nodes map[string]*gateway, other func(string) *gateway) (followed, error) {
 	id, _, err := submitDetached(ctx, submit, submit.client, "ticks", "n=30")
 	if err != nil {
-		return nil, err
+		return followed{}, err
 	}
 	rec, err := waitRunning(ctx, submit, id)
 	if err != nil {
-		return nil, err
+		return followed{}, err
 	}
 	if nodes[rec.Node] == nil {
-		return nil, fmt.Errorf("job %s ran on %q", rec.ID, rec.Node)
+		return followed{}, fmt.Errorf("job %s ran on %q", rec.ID, rec.Node)
 	}
-	follower := other(rec.Node)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, follower.url+"/v1/jobs/"+rec.ID+"/stdout?follow=true", nil)
+	var across, local []time.Duration
+	var acrossErr, localErr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // ends with the job's output
+		defer wg.Done()
+		across, acrossErr = followLines(ctx, other(rec.Node), rec.ID)
+	}()
+	go func() { // ends with the job's output
+		defer wg.Done()
+		local, localErr = followLines(ctx, nodes[rec.Node], rec.ID)
+	}()
+	wg.Wait()
+	if err := errors.Join(acrossErr, localErr); err != nil {
+		return followed{}, err
+	}
+	return followed{across: across, local: local, node: rec.Node}, nil
+}
+
+// followLines follows a job's stdout on g to its end, and returns each
+// line's latency, leaving out lines written before the follow began.
+func followLines(ctx context.Context, g *gateway, id string) ([]time.Duration, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.url+"/v1/jobs/"+id+"/stdout?follow=true", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -374,7 +479,7 @@ func followAcross(ctx context.Context, submit *gateway, nodes map[string]*gatewa
 		got := time.Now()
 		ns, err := strconv.ParseInt(strings.TrimSpace(sc.Text()), 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("job %s: line %q", rec.ID, sc.Text())
+			return nil, fmt.Errorf("job %s on %s: line %q", id, g.name, sc.Text())
 		}
 		if written := time.Unix(0, ns); written.After(following) { // not a replayed line
 			lat = append(lat, got.Sub(written))

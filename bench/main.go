@@ -296,7 +296,7 @@ func run(ctx context.Context, args []string) (err error) {
 	if o.wants("cluster") {
 		co := clusterOptions{clients: 32, duration: 5 * time.Second, jobs: 200, cancels: 50, follows: 5}
 		if o.quick {
-			co = clusterOptions{clients: 16, duration: 2 * time.Second, jobs: 40, cancels: 10, follows: 2}
+			co = clusterOptions{clients: 16, duration: time.Second, jobs: 30, cancels: 10, follows: 1}
 		}
 		progress("cluster: %+v", co)
 		if err := benchCluster(ctx, parts["cluster"], bin, dir, co); err != nil {
