@@ -108,16 +108,17 @@ func (n *Node) Leave(ctx context.Context) error {
 	return err
 }
 
-// Reachable reports whether Redis took this node's last heartbeat, which
-// it sends every third of the node timeout, and no operation has found it
-// away since: false as soon as a request fails, or a heartbeat is late;
-// true again with the next heartbeat Redis takes.
+// Reachable reports whether Redis took one of this node's last two
+// heartbeats, which it sends every third of the node timeout, and no
+// operation has found Redis away since: false as soon as a request fails,
+// or two heartbeats in a row are missing (one late beat on a busy machine
+// is no outage); true again with the next heartbeat Redis takes.
 func (n *Node) Reachable() bool {
 	heard := n.nodes.LastHeard()
 	n.mu.Lock()
 	failedAt := n.failedAt
 	n.mu.Unlock()
-	return time.Since(heard) < n.timeout/2 && heard.After(failedAt)
+	return time.Since(heard) < 2*n.timeout/3 && heard.After(failedAt)
 }
 
 // Alive is the number of nodes alive now, this one included.
