@@ -371,6 +371,23 @@ func waitRunning(ctx context.Context, g *gateway, id string) (clusterRecord, err
 	}
 }
 
+// startOnNode submits command detached to submit and returns its record
+// once it runs on one of nodes.
+func startOnNode(ctx context.Context, submit *gateway, nodes map[string]*gateway, command, query string) (clusterRecord, error) {
+	id, _, err := submitDetached(ctx, submit, submit.client, command, query)
+	if err != nil {
+		return clusterRecord{}, err
+	}
+	rec, err := waitRunning(ctx, submit, id)
+	if err != nil {
+		return clusterRecord{}, err
+	}
+	if nodes[rec.Node] == nil {
+		return clusterRecord{}, fmt.Errorf("job %s ran on %q", rec.ID, rec.Node)
+	}
+	return rec, nil
+}
+
 // timedCancel is one timed cancel.
 type timedCancel struct {
 	gone     time.Duration // cancel sent → the whole tree gone
@@ -381,16 +398,9 @@ type timedCancel struct {
 // cancelOne starts the tree detached, and times a cancel sent to the
 // gateway to(the job's node) picks until the tree is gone.
 func cancelOne(ctx context.Context, submit *gateway, nodes map[string]*gateway, to func(string) *gateway) (timedCancel, error) {
-	id, _, err := submitDetached(ctx, submit, submit.client, "tree", "")
+	rec, err := startOnNode(ctx, submit, nodes, "tree", "")
 	if err != nil {
 		return timedCancel{}, err
-	}
-	rec, err := waitRunning(ctx, submit, id)
-	if err != nil {
-		return timedCancel{}, err
-	}
-	if nodes[rec.Node] == nil {
-		return timedCancel{}, fmt.Errorf("job %s ran on %q", rec.ID, rec.Node)
 	}
 	members, err := waitTree(rec.Pid, 5*time.Second)
 	if err != nil {
@@ -425,16 +435,9 @@ type followed struct {
 // at once: each line's latency is its arrival time minus the time it holds
 // (one machine, one clock).
 func followAcross(ctx context.Context, submit *gateway, nodes map[string]*gateway, other func(string) *gateway) (followed, error) {
-	id, _, err := submitDetached(ctx, submit, submit.client, "ticks", "n=30")
+	rec, err := startOnNode(ctx, submit, nodes, "ticks", "n=30")
 	if err != nil {
 		return followed{}, err
-	}
-	rec, err := waitRunning(ctx, submit, id)
-	if err != nil {
-		return followed{}, err
-	}
-	if nodes[rec.Node] == nil {
-		return followed{}, fmt.Errorf("job %s ran on %q", rec.ID, rec.Node)
 	}
 	var across, local []time.Duration
 	var acrossErr, localErr error

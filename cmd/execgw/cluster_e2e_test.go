@@ -31,19 +31,6 @@ import (
 // heartbeats.
 const clusterNodeTimeout = 3 * time.Second
 
-// clusterRecord is a job record with the cluster's field.
-type clusterRecord struct {
-	record
-	Node *string `json:"node"`
-}
-
-func (r clusterRecord) node() string {
-	if r.Node == nil {
-		return ""
-	}
-	return *r.Node
-}
-
 // testCluster is one Redis and the gateways sharing it.
 type testCluster struct {
 	t           *testing.T
@@ -122,30 +109,9 @@ func (c *testCluster) other(names ...string) (string, *gateway) {
 	return "", nil
 }
 
-// crecord is GET /v1/jobs/{id}, which must answer 200, with the node.
-func (g *gateway) crecord(id string) clusterRecord {
-	g.t.Helper()
-	resp, body := g.do("GET", "/v1/jobs/"+id, nil)
-	if resp.StatusCode != http.StatusOK {
-		g.t.Fatalf("GET job %s = %d %s", id, resp.StatusCode, body)
-	}
-	return decode[clusterRecord](g.t, body)
-}
-
-// waitState waits until the job's state is want and returns its record.
-func (g *gateway) waitState(id, want string, timeout time.Duration) clusterRecord {
-	g.t.Helper()
-	var rec clusterRecord
-	waitFor(g.t, timeout, fmt.Sprintf("job %s to be %s", id, want), func() bool {
-		rec = g.crecord(id)
-		return rec.State == want
-	})
-	return rec
-}
-
 // waitRunning waits until the job runs with its tree of at least n
 // processes started, and returns its record.
-func (g *gateway) waitRunning(id string, n int) clusterRecord {
+func (g *gateway) waitRunning(id string, n int) record {
 	g.t.Helper()
 	rec := g.waitState(id, "running", 20*time.Second)
 	if rec.Pid <= 0 {
@@ -164,14 +130,14 @@ func (g *gateway) waitRunning(id string, n int) clusterRecord {
 }
 
 // clist is GET /v1/jobs?query, with the nodes.
-func (g *gateway) clist(query string) []clusterRecord {
+func (g *gateway) clist(query string) []record {
 	g.t.Helper()
 	resp, body := g.do("GET", "/v1/jobs?"+query, nil)
 	if resp.StatusCode != http.StatusOK {
 		g.t.Fatalf("GET /v1/jobs?%s = %d %s", query, resp.StatusCode, body)
 	}
 	return decode[struct {
-		Jobs []clusterRecord `json:"jobs"`
+		Jobs []record `json:"jobs"`
 	}](g.t, body).Jobs
 }
 
@@ -261,7 +227,7 @@ commands:
 		t.Fatalf("first line followed from b %q, %v", first, err)
 	}
 	// Read from c while it runs: the record, with its node and pid.
-	running := cg.crecord(rec.ID)
+	running := cg.job(rec.ID)
 	if running.State != "running" {
 		t.Logf("job already %s after its first line (slow machine?)", running.State)
 	} else {
@@ -300,7 +266,7 @@ commands:
 		t.Errorf("job event of gateway %s without its node: %s", node, line)
 	}
 	for name, g := range c.nodes {
-		if got := g.crecord(rec.ID); got.State != "succeeded" || got.node() != node || got.Pid != done.Pid {
+		if got := g.job(rec.ID); got.State != "succeeded" || got.node() != node || got.Pid != done.Pid {
 			t.Errorf("record read from %s: %s node %q pid %d", name, got.State, got.node(), got.Pid)
 		}
 		if out := g.output(rec.ID, "stdout"); out != clusterPrinterOutput {
@@ -451,7 +417,7 @@ func TestClusterCancelFromAnotherGateway(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("cancel on %s of a job on %s = %d %s", name, runner, resp.StatusCode, body)
 	}
-	got := decode[clusterRecord](t, body)
+	got := decode[record](t, body)
 	if got.State != "canceled" || got.CancelReason == nil || *got.CancelReason != "user" || got.EndedAt == nil || got.node() != runner {
 		t.Errorf("cancel on %s answered %s %v ended %v node %q, want canceled user, ended, node %s",
 			name, got.State, got.CancelReason, got.EndedAt, got.node(), runner)
@@ -460,7 +426,7 @@ func TestClusterCancelFromAnotherGateway(t *testing.T) {
 	// still await their reaping as zombies, which groupMembers skips.
 	waitFor(t, 2*time.Second, "the job's tree to be gone", func() bool { return len(groupMembers(running.Pid)) == 0 })
 	third, g3 := c.other(runner, name)
-	if again := g3.crecord(rec.ID); again.State != "canceled" {
+	if again := g3.job(rec.ID); again.State != "canceled" {
 		t.Errorf("record read from %s after the cancel: %s", third, again.State)
 	}
 	if out := g3.output(rec.ID, "stdout"); out != "started\n" {
@@ -508,7 +474,7 @@ func TestClusterNodeKilled(t *testing.T) {
 	// reaches).
 	restarted := c.start(runner, clusterNodeOptions{dir: victim.Dir})
 	waitFor(t, 10*time.Second, "the job's leftover processes to be killed", func() bool { return len(groupMembers(running.Pid)) == 0 })
-	if again := restarted.crecord(rec.ID); again.State != "interrupted" || !sameTime(again.EndedAt, got.EndedAt) {
+	if again := restarted.job(rec.ID); again.State != "interrupted" || !sameTime(again.EndedAt, got.EndedAt) {
 		t.Errorf("record after the restart of %s: %s ended %v, want interrupted as recorded", runner, again.State, again.EndedAt)
 	}
 	// The restarted gateway serves the cluster again.
@@ -547,11 +513,11 @@ commands:
 	s.stop()
 	live := c.gateway(runner)
 	for _, id := range waiting {
-		if got := live.crecord(id); got.State != "queued" || got.CancelReason != nil {
+		if got := live.job(id); got.State != "queued" || got.CancelReason != nil {
 			t.Errorf("job %s after %s stopped: %s %v, want still queued", id, stopped, got.State, got.CancelReason)
 		}
 	}
-	if got := live.crecord(busy.ID); got.State != "running" {
+	if got := live.job(busy.ID); got.State != "running" {
 		t.Errorf("the busy job on %s after %s stopped: %s", runner, stopped, got.State)
 	}
 
@@ -559,7 +525,7 @@ commands:
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("cancel = %d %s", resp.StatusCode, body)
 	}
-	var done []clusterRecord
+	var done []record
 	for _, id := range waiting {
 		rec := live.waitState(id, "succeeded", 20*time.Second)
 		if rec.node() == stopped || !slices.Contains([]string{"a", "b", "c"}, rec.node()) {
@@ -634,7 +600,7 @@ commands:
 	}
 	cl.redis.Start()
 
-	var got clusterRecord
+	var got record
 	b := cl.nodes["b"]
 	waitFor(t, 20*time.Second, "the job's final record after Redis is back", func() bool {
 		resp, body := b.do("GET", "/v1/jobs/"+rec.ID, nil)
@@ -644,7 +610,7 @@ commands:
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("GET job after Redis is back = %d %s", resp.StatusCode, body)
 		}
-		got = decode[clusterRecord](t, body)
+		got = decode[record](t, body)
 		return got.State != "running"
 	})
 	if got.State != "succeeded" || got.ExitCode == nil || *got.ExitCode != 0 || got.EndedAt == nil {
@@ -724,12 +690,12 @@ func TestClusterGatewayCutOff(t *testing.T) {
 	// cluster's record: watch it for a while.
 	deadline := time.Now().Add(c.nodeTimeout)
 	for time.Now().Before(deadline) {
-		if again := a.crecord(rec.ID); again.State != "interrupted" || !sameTime(again.EndedAt, got.EndedAt) {
+		if again := a.job(rec.ID); again.State != "interrupted" || !sameTime(again.EndedAt, got.EndedAt) {
 			t.Fatalf("record after the gateway reached Redis again: %s ended %v, want interrupted ended %v", again.State, again.EndedAt, got.EndedAt)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if again := cg.crecord(rec.ID); again.State != "interrupted" {
+	if again := cg.job(rec.ID); again.State != "interrupted" {
 		t.Errorf("record read from the gateway that was cut off: %s", again.State)
 	}
 	noOther5xx(t, "c", cg)
@@ -813,6 +779,10 @@ func (p *redisProxy) forward(down, up net.Conn) {
 func (p *redisProxy) drop(conns ...net.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.dropLocked(conns...)
+}
+
+func (p *redisProxy) dropLocked(conns ...net.Conn) {
 	for _, c := range conns {
 		c.Close()
 		delete(p.conns, c)
@@ -824,10 +794,7 @@ func (p *redisProxy) cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.isCut = true
-	for c := range p.conns {
-		c.Close()
-		delete(p.conns, c)
-	}
+	p.dropLocked(slices.Collect(maps.Keys(p.conns))...)
 }
 
 // resume forwards new connections again.

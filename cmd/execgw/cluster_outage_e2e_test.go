@@ -28,13 +28,13 @@ commands:
 	time.Sleep(4 * cl.nodeTimeout)
 	cl.redis.Start()
 
-	var got clusterRecord
+	var got record
 	waitFor(t, 20*time.Second, "the job's final record after Redis is back", func() bool {
 		resp, body := a.do("GET", "/v1/jobs/"+rec.ID, nil)
 		if resp.StatusCode != http.StatusOK {
 			return false
 		}
-		got = decode[clusterRecord](t, body)
+		got = decode[record](t, body)
 		return got.State != "running"
 	})
 	if got.State != "interrupted" || got.EndedAt == nil {

@@ -233,8 +233,17 @@ type record struct {
 	StdoutTruncated bool              `json:"stdout_truncated"`
 	StderrTruncated bool              `json:"stderr_truncated"`
 	OutputError     *string           `json:"output_error"`
+	Node            *string           `json:"node"` // the gateway that ran it, in a cluster
 	Stdout          *string           `json:"stdout"`
 	Stderr          *string           `json:"stderr"`
+}
+
+// node is the record's node, "" for none.
+func (r record) node() string {
+	if r.Node == nil {
+		return ""
+	}
+	return *r.Node
 }
 
 // jobLine is the part of a job event log line the tests read.

@@ -66,8 +66,15 @@ func (g *gateway) job(id string) record {
 // waitJob waits until the job's state is want and returns its record.
 func (g *gateway) waitJob(id, want string) record {
 	g.t.Helper()
+	return g.waitState(id, want, 20*time.Second)
+}
+
+// waitState waits up to timeout until the job's state is want and
+// returns its record.
+func (g *gateway) waitState(id, want string, timeout time.Duration) record {
+	g.t.Helper()
 	var rec record
-	waitFor(g.t, 20*time.Second, fmt.Sprintf("job %s to be %s", id, want), func() bool {
+	waitFor(g.t, timeout, fmt.Sprintf("job %s to be %s", id, want), func() bool {
 		rec = g.job(id)
 		return rec.State == want
 	})
