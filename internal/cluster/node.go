@@ -263,6 +263,24 @@ func (n *Node) Take(ctx context.Context, limits map[string]int) (jobs.Record, ma
 	return t.Record, t.Params, true, nil
 }
 
+// Claim records that this node starts rec, a job it took, before the
+// job's process starts.
+func (n *Node) Claim(ctx context.Context, rec jobs.Record) error {
+	n.mu.Lock()
+	lease, ok := n.leases[rec.ID]
+	n.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("claim job %s: not taken by this node: %w", rec.ID, jobs.ErrFenced)
+	}
+	err := n.queue.Claim(ctx, rec, lease, n.name)
+	if errors.Is(err, ErrFenced) {
+		n.mu.Lock()
+		delete(n.leases, rec.ID)
+		n.mu.Unlock()
+	}
+	return n.check("claim", err)
+}
+
 // Acquire takes a slot of cmd for job id, run here.
 func (n *Node) Acquire(ctx context.Context, cmd, id string, limit int) (bool, error) {
 	ok, err := n.queue.Acquire(ctx, cmd, id, n.name, limit)

@@ -22,8 +22,9 @@ import (
 //
 // Taking is reliable: the job taken is leased to its node (the lease is a
 // token only that node knows, checked by every later write of the record)
-// and listed in `{p}:taken:<node>` until the node records it running. If the
-// node dies first, Requeue puts it back.
+// and listed in `{p}:taken:<node>` until the node claims it, just before it
+// starts the job's process. If the node dies first, Requeue puts it back;
+// once claimed, a job is never queued again: it runs at most once.
 type Queue struct {
 	rdb       *redis.Client
 	prefix    string
@@ -43,6 +44,8 @@ var (
 	takeLua string
 	//go:embed lua/acquire.lua
 	acquireLua string
+	//go:embed lua/claim.lua
+	claimLua string
 	//go:embed lua/unqueue.lua
 	unqueueLua string
 	//go:embed lua/requeue.lua
@@ -53,6 +56,7 @@ var (
 	enqueueScript   = redis.NewScript(recordLua + enqueueLua)
 	takeScript      = redis.NewScript(takeLua)
 	acquireScript   = redis.NewScript(acquireLua)
+	claimScript     = redis.NewScript(recordLua + claimLua)
 	unqueueScript   = redis.NewScript(recordLua + unqueueLua)
 	requeueScript   = redis.NewScript(requeueLua)
 	freeSlotsScript = redis.NewScript(freeSlotsLua)
@@ -139,6 +143,25 @@ func (q *Queue) Acquire(ctx context.Context, cmd, id, node string, limit int) (b
 func (q *Queue) Release(ctx context.Context, cmd, id string) error {
 	if err := q.rdb.HDel(ctx, q.prefix+"slots:"+cmd, id).Err(); err != nil {
 		return fmt.Errorf("release a slot of %s: %w", cmd, err)
+	}
+	return nil
+}
+
+// Claim records, before the job's process starts, that node starts rec, a
+// job it took with lease: the record (still queued) names the node, and the
+// job is no longer one Requeue puts back. ErrFenced when the lease is no
+// longer node's: the job was given back, and another node may run it.
+func (q *Queue) Claim(ctx context.Context, rec jobs.Record, lease, node string) error {
+	val, err := encodeRecord(rec)
+	if err != nil {
+		return fmt.Errorf("claim job %s: %w", rec.ID, err)
+	}
+	err = claimScript.Run(ctx, q.rdb, nil, q.prefix, rec.ID, val, rec.Command, rec.Owner, lease, node).Err()
+	switch {
+	case hasErrorCode(err, "FENCED"):
+		return fmt.Errorf("claim job %s: %w", rec.ID, ErrFenced)
+	case err != nil:
+		return fmt.Errorf("claim job %s: %w", rec.ID, err)
 	}
 	return nil
 }

@@ -238,6 +238,45 @@ func TestQueueRequeue(t *testing.T) {
 	}
 }
 
+// A job claimed by the node that took it is never queued again, even if
+// the node dies before it records the job running: it runs at most once.
+// A node whose taken job was given back meanwhile cannot claim it.
+func TestQueueClaim(t *testing.T) {
+	ctx := context.Background()
+	q, s := queueFixture(t, 100)
+	mustEnqueue(t, q, queued(1, "dd"), queued(2, "dd"))
+	limits := map[string]int{"dd": 0}
+
+	id1, lease1 := take(t, q, "a", limits)
+	claimed := queued(1, "dd")
+	claimed.Node = "a"
+	if err := q.Claim(ctx, claimed, lease1, "a"); err != nil {
+		t.Fatalf("Claim by the node that took it = %v", err)
+	}
+	if n, err := q.Requeue(ctx, "a"); err != nil || n != 0 {
+		t.Errorf("Requeue of a after its claim = %d, %v; want 0", n, err)
+	}
+	if rec, err := s.Get(ctx, id1); err != nil || rec.State != jobs.Queued || rec.Node != "a" {
+		t.Errorf("claimed record = %s on %q, %v; want queued on a", rec.State, rec.Node, err)
+	}
+
+	id2, lease2 := take(t, q, "a", limits)
+	if n, err := q.Requeue(ctx, "a"); err != nil || n != 1 {
+		t.Fatalf("Requeue of a = %d, %v; want 1", n, err)
+	}
+	late := queued(2, "dd")
+	late.Node = "a"
+	if err := q.Claim(ctx, late, lease2, "a"); !errors.Is(err, jobs.ErrFenced) {
+		t.Errorf("Claim of a job given back = %v, want ErrFenced", err)
+	}
+	if id, _ := take(t, q, "b", limits); id != id2 {
+		t.Errorf("b took %q after the refused claim, want %s", id, id2)
+	}
+	if id, _ := take(t, q, "b", limits); id != "" {
+		t.Errorf("b took %s, the claimed job, too", id)
+	}
+}
+
 // A gateway that lost its lease writes nothing: the record the cluster
 // wrote meanwhile stays.
 func TestStoreFencing(t *testing.T) {

@@ -33,6 +33,11 @@ type Cluster interface {
 	// each of its commands and its max_concurrent, 0 for none); ok is
 	// false when there is none.
 	Take(ctx context.Context, limits map[string]int) (rec Record, params map[string]string, ok bool, err error)
+	// Claim records, before its process starts, that this node starts
+	// rec, a job it took: from then on the job is never queued again, and
+	// this node's death has it recorded interrupted. ErrFenced when the
+	// job was given back meanwhile: another node may run it.
+	Claim(ctx context.Context, rec Record) error
 	// Acquire takes one of the cluster's slots of command cmd (limit
 	// max_concurrent) for job id, which runs here without being queued;
 	// the slot is given back when the job's ended record is stored.

@@ -43,6 +43,10 @@ type Job struct {
 	stopWhy  stop
 	stopAt   time.Time // when the stop was decided; set with stopWhy
 	done     chan struct{}
+	// taken says the job came from the cluster's queue: its start is
+	// claimed first. lost says the cluster gave it to another node
+	// before it started here: this node records nothing of it.
+	taken, lost bool
 	// clusterSlot says the job holds a slot of its command in the
 	// cluster; guarded by the registry's mu.
 	clusterSlot bool

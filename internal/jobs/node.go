@@ -142,6 +142,7 @@ func (r *Registry) startTaken(rec Record, params map[string]string) {
 		env:         inv.Env,
 		detached:    true,
 		startErr:    bindErr,
+		taken:       true,
 		clusterSlot: true, // taking it took its slot
 		admitted:    make(chan struct{}),
 		stopReq:     make(chan struct{}),
@@ -395,13 +396,20 @@ func (r *Registry) interruptAll() {
 func (r *Registry) recoverDeadNodes(ctx context.Context) {
 	dead, err := r.cluster.Dead(ctx)
 	if err != nil {
+		if !errors.Is(err, ErrUnavailable) { // already logged once per episode
+			r.log.Error().Err(err).Msg("list the dead nodes")
+		}
 		return
 	}
 	for _, node := range dead {
 		if node == r.cluster.Name() {
 			continue
 		}
-		if ok, err := r.cluster.TryLock(ctx, "recover:"+node, r.cluster.Timeout()); err != nil || !ok {
+		ok, err := r.cluster.TryLock(ctx, "recover:"+node, r.cluster.Timeout())
+		if err != nil && !errors.Is(err, ErrUnavailable) {
+			r.log.Error().Err(err).Str(logkey.Peer, node).Msg("lock the recovery of a dead node")
+		}
+		if !ok {
 			continue
 		}
 		if err := r.recoverNode(ctx, node, "job interrupted: its node is dead"); err != nil {

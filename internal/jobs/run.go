@@ -21,6 +21,9 @@ import (
 // A process that cannot start ends the job as failed. The error says the
 // process runs but its record could not be stored.
 func (j *Job) start(log zerolog.Logger, argv []string) error {
+	if j.taken && !j.claim(log) {
+		return nil
+	}
 	env := j.env
 	if env == nil { // an Invocation not made by Bind
 		env = j.cmd.Environ()
@@ -95,6 +98,36 @@ func (j *Job) start(log zerolog.Logger, argv []string) error {
 	return nil
 }
 
+// claim tells the cluster that this node starts j, a job it took from the
+// queue, before its process exists: were the node to die between the start
+// and the running record, the job would otherwise be queued again and run
+// twice. While Redis is away it tries again, until the job is stopped (a
+// node cut off stops its jobs). It reports whether the job may start; a
+// claim Redis refuses for another reason makes the job fail to start.
+func (j *Job) claim(log zerolog.Logger) bool {
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		err := j.reg.cluster.Claim(context.Background(), j.Record())
+		switch {
+		case err == nil:
+			return true
+		case errors.Is(err, ErrFenced):
+			j.lost = true
+			log.Warn().Msg("job given back to the cluster's queue before it started here: another node runs it")
+			return false
+		case !errors.Is(err, ErrUnavailable):
+			j.startErr = err
+			return true
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-j.stopReq:
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
+}
+
 // supervise waits for the job to be admitted, to end by itself, to be
 // stopped or to time out, then stores its final record. started says
 // whether Submit has already started the process.
@@ -154,6 +187,16 @@ func (j *Job) supervise(log zerolog.Logger, argv []string, started bool) {
 // finish stores the final record, gives back the slot and closes done.
 func (j *Job) finish(log zerolog.Logger, res runner.Result) {
 	r := j.reg
+	if j.lost {
+		j.stdout.abort()
+		j.stderr.abort()
+		r.mu.Lock()
+		r.forgetLocked(j)
+		r.mu.Unlock()
+		close(j.done)
+		r.activity.End()
+		return
+	}
 	if j.refused {
 		// Nobody will read it: it is removed with the job.
 		j.stdout.abort()
