@@ -242,6 +242,19 @@ commands:
 		if out := cg.output(rec.ID, "stdout"); !strings.HasPrefix(clusterPrinterOutput, out) || out == "" {
 			t.Errorf("stdout read from c while running %q, want a prefix of %q", out, clusterPrinterOutput)
 		}
+		// The bytes produced so far, counted on every gateway: the
+		// first line, followed above, is in Redis.
+		for name, g := range c.nodes {
+			got := g.job(rec.ID)
+			listed := g.clist("state=running")
+			if got.State != "running" || len(listed) != 1 {
+				continue // ended meanwhile
+			}
+			if got.StdoutBytes < int64(len(first)) || listed[0].StdoutBytes < int64(len(first)) {
+				t.Errorf("stdout_bytes of the running job read from %s: %d, listed %d; want at least the %d bytes followed",
+					name, got.StdoutBytes, listed[0].StdoutBytes, len(first))
+			}
+		}
 	}
 	rest, err := io.ReadAll(br)
 	if err != nil {

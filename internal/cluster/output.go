@@ -110,6 +110,27 @@ func (o *Output) Open(id string, s jobs.Stream) (io.ReadCloser, error) {
 	return &streamReader{o: o, key: o.keys.output(id, s), last: "0-0"}, nil
 }
 
+// Size is what the stream holds in Redis: its last entry's offset, which
+// is in its id, plus that entry's length.
+func (o *Output) Size(id string, s jobs.Stream) (int64, error) {
+	if err := checkStream(id, s); err != nil {
+		return 0, err
+	}
+	msgs, err := o.rdb.XRevRangeN(context.Background(), o.keys.output(id, s), "+", "-", 1).Result()
+	if err != nil {
+		return 0, fmt.Errorf("size of output: %w", err)
+	}
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	off, err := entryOffset(msgs[0].ID)
+	if err != nil {
+		return 0, err
+	}
+	d, _ := msgs[0].Values["d"].(string)
+	return off + int64(len(d)), nil
+}
+
 // Remove deletes both streams of the job.
 func (o *Output) Remove(id string) error {
 	if err := checkStream(id, jobs.Stdout); err != nil {
@@ -256,7 +277,9 @@ func (w *streamWriter) ship() error {
 }
 
 // send adds one chunk at offset off, retrying with backoff while Redis is
-// away; a chunk already there (its reply was lost) counts as sent.
+// away; a chunk already there (its reply was lost) counts as sent. The
+// entry's id is the chunk's offset plus one (a stream's ids start above
+// 0-0): the offsets order the entries, and a chunk sent twice is refused.
 func (w *streamWriter) send(off int64, chunk []byte) error {
 	id := strconv.FormatInt(off+1, 10) + "-1"
 	backoff := 50 * time.Millisecond
@@ -276,6 +299,16 @@ func (w *streamWriter) send(off int64, chunk []byte) error {
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
+}
+
+// entryOffset is the offset of the chunk in the entry with id (see send).
+func entryOffset(id string) (int64, error) {
+	ms, _, _ := strings.Cut(id, "-")
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("output stream entry %q: not an offset", id)
+	}
+	return n - 1, nil
 }
 
 func isDuplicateID(err error) bool {

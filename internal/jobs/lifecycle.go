@@ -3,7 +3,6 @@ package jobs
 import (
 	"context"
 	"errors"
-	"io"
 	"time"
 
 	"github.com/execgw/execgw/internal/logkey"
@@ -80,15 +79,14 @@ func (r *Registry) markInterrupted(ctx context.Context, rec Record, msg string) 
 	return nil
 }
 
-// storedSize counts the stored bytes of a stream: after a crash that is
-// all that is known of what the process wrote.
+// storedSize is the stored bytes of a stream: after a crash that is all
+// that is known of what the process wrote, and for a job running on
+// another node all that this one knows.
 func (r *Registry) storedSize(id string, s Stream) (int64, bool) {
-	rd, err := r.output.Open(id, s)
+	n, err := r.output.Size(id, s)
 	if err != nil {
 		return 0, false
 	}
-	defer rd.Close()
-	n, _ := io.Copy(io.Discard, rd)
 	return n, n >= r.limits.OutputLimit
 }
 

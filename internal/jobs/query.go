@@ -21,10 +21,24 @@ func (r *Registry) Get(ctx context.Context, id string) (Record, error) {
 	// In a cluster the shared record is read even for a job running
 	// here: Redis away is then a 503 for every job alike.
 	rec, err := r.store.Get(ctx, id)
-	if err != nil || j == nil {
+	if err != nil {
 		return rec, err
 	}
-	return j.Record(), nil
+	if j != nil {
+		return j.Record(), nil
+	}
+	return r.withStoredCounts(rec), nil
+}
+
+// withStoredCounts gives rec, the record of a job that runs on another
+// node, the byte counts of its output so far: its stored record has them
+// only once it has ended.
+func (r *Registry) withStoredCounts(rec Record) Record {
+	if rec.State == Running {
+		rec.StdoutBytes, rec.StdoutTruncated = r.storedSize(rec.ID, Stdout)
+		rec.StderrBytes, rec.StderrTruncated = r.storedSize(rec.ID, Stderr)
+	}
+	return rec
 }
 
 // reachable is ErrUnavailable while a cluster node's Redis is away: the
@@ -57,6 +71,8 @@ func (r *Registry) List(ctx context.Context, f Filter) ([]Record, string, error)
 	for i := range recs {
 		if j := r.Live(recs[i].ID); j != nil {
 			recs[i] = j.Record()
+		} else if r.cluster != nil {
+			recs[i] = r.withStoredCounts(recs[i])
 		}
 	}
 	return recs, next, nil

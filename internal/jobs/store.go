@@ -67,6 +67,9 @@ type OutputStore interface {
 	// what following a live job relies on. A stream never created reads
 	// empty.
 	Open(id string, s Stream) (io.ReadCloser, error)
+	// Size is the number of bytes the stream holds now, found without
+	// reading them; a stream never created holds none.
+	Size(id string, s Stream) (int64, error)
 	// Remove deletes both streams of the job; absent streams are no error.
 	Remove(id string) error
 }

@@ -64,6 +64,23 @@ func (f *Files) Open(id string, s jobs.Stream) (io.ReadCloser, error) {
 	return r, nil
 }
 
+// Size is the length of the stream's file; a stream never written has
+// none and holds nothing.
+func (f *Files) Size(id string, s jobs.Stream) (int64, error) {
+	name, err := f.path(id, s)
+	if err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(name)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("size of output: %w", err)
+	}
+	return fi.Size(), nil
+}
+
 // Remove deletes both streams of the job; absent ones are no error.
 func (f *Files) Remove(id string) error {
 	var errs []error

@@ -590,6 +590,7 @@ func Output(t *testing.T, open func(t *testing.T) jobs.OutputStore) {
 	}{
 		{"CreateOpenRemove", testOutputCreateOpenRemove},
 		{"Follow", testOutputFollow},
+		{"Size", testOutputSize},
 		{"BadID", testOutputBadID},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.test(t, open(t)) })
@@ -713,6 +714,36 @@ func testOutputFollow(t *testing.T, o jobs.OutputStore) {
 	}
 }
 
+// testOutputSize: a stream's size is the bytes written to it, each chunk
+// counted once, without reading them; a stream never written holds none.
+func testOutputSize(t *testing.T, o jobs.OutputStore) {
+	id := ID(1)
+	if n, err := o.Size(id, jobs.Stdout); n != 0 || err != nil {
+		t.Errorf("Size of a stream never created = %d, %v; want 0, nil", n, err)
+	}
+	w, err := o.Create(id, jobs.Stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks := []string{"one\n", strings.Repeat("x", 100_000), "\x00\xff"}
+	want := 0
+	for _, c := range chunks {
+		if _, err := io.WriteString(w, c); err != nil {
+			t.Fatal(err)
+		}
+		want += len(c)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := o.Size(id, jobs.Stdout); n != int64(want) || err != nil {
+		t.Errorf("Size = %d, %v; want %d", n, err, want)
+	}
+	if n, err := o.Size(id, jobs.Stderr); n != 0 || err != nil {
+		t.Errorf("Size of the stream not written = %d, %v; want 0", n, err)
+	}
+}
+
 func testOutputBadID(t *testing.T, o jobs.OutputStore) {
 	for _, id := range []string{"", "../x", "a/b", "a:b", "{x}", "\x00", strings.Repeat("A", 200)} {
 		if _, err := o.Create(id, jobs.Stdout); err == nil {
@@ -723,6 +754,9 @@ func testOutputBadID(t *testing.T, o jobs.OutputStore) {
 		}
 		if err := o.Remove(id); err == nil {
 			t.Errorf("Remove(%q) = nil error", id)
+		}
+		if _, err := o.Size(id, jobs.Stdout); err == nil {
+			t.Errorf("Size(%q) = nil error", id)
 		}
 	}
 	if _, err := o.Create(ID(1), jobs.Stream("stdin")); err == nil {
