@@ -318,12 +318,11 @@ func (r *Registry) CancelHere(id, reason string) {
 // ctx is done.
 func (r *Registry) watchCluster(ctx context.Context) {
 	timeout := r.cluster.Timeout()
-	// Cut off, the node must stop its jobs before the others, which look
-	// every third of the timeout, record them interrupted.
+	// Cut off, the node stops its jobs within a tick of the timeout; a
+	// dead node's jobs are recorded interrupted within a tick of it.
 	t := time.NewTicker(min(timeout/10, 500*time.Millisecond))
 	defer t.Stop()
 	cutOff := false
-	lastRecovery := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -338,9 +337,8 @@ func (r *Registry) watchCluster(ctx context.Context) {
 			}
 			cutOff = true
 			r.interruptAll()
-		case time.Since(lastRecovery) >= timeout/3 && r.cluster.Settled():
+		case r.cluster.Settled():
 			cutOff = false
-			lastRecovery = time.Now()
 			r.storeUnstoredEnds(ctx)
 			r.recoverDeadNodes(ctx)
 		default:
