@@ -74,6 +74,41 @@ func TestNodeLeaseFencesRunningJob(t *testing.T) {
 	}
 }
 
+// A node whose taken job was given back before it claimed it (the others
+// took it for dead) may not start it: the node that takes the job next
+// runs it.
+func TestNodeClaimAfterGiveBackIsFenced(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	a, b := joinNode(t, srv, "a", nil), joinNode(t, srv, "b", nil)
+	rec := jobs.Record{ID: storetest.ID(1), Command: "dd", State: jobs.Queued, CreatedAt: storetest.Base}
+	if err := a.Enqueue(ctx, rec, nil); err != nil {
+		t.Fatal(err)
+	}
+	taken, _, ok, err := a.Take(ctx, map[string]int{"dd": 0})
+	if err != nil || !ok {
+		t.Fatalf("a's Take = %v, %v", ok, err)
+	}
+	if err := b.Reclaim(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	taken.Node = "a"
+	if err := a.Claim(ctx, taken); !errors.Is(err, jobs.ErrFenced) {
+		t.Fatalf("a's Claim after the give-back = %v, want ErrFenced", err)
+	}
+	retaken, _, ok, err := b.Take(ctx, map[string]int{"dd": 0})
+	if err != nil || !ok || retaken.ID != rec.ID {
+		t.Fatalf("b's Take after the give-back = %s, %v, %v", retaken.ID, ok, err)
+	}
+	retaken.Node = "b"
+	if err := b.Claim(ctx, retaken); err != nil {
+		t.Fatalf("b's Claim = %v", err)
+	}
+	if got, err := b.Get(ctx, rec.ID); err != nil || got.State != jobs.Queued || got.Node != "b" {
+		t.Errorf("record = %s on %q, %v; want queued on b", got.State, got.Node, err)
+	}
+}
+
 // Redis away is jobs.ErrUnavailable, counted by operation; an answer of
 // Redis (a record not found) is not.
 func TestNodeRedisAwayIsUnavailable(t *testing.T) {
