@@ -63,6 +63,7 @@ func newCluster(t *testing.T, commands string, names ...string) *testCluster {
 type clusterNodeOptions struct {
 	redisURL string // default: the cluster's Redis
 	dir      string // reuse a gateway's directory (and state dir)
+	commands string // default: the cluster's configuration
 }
 
 // start starts the gateway named name and registers it under that name;
@@ -74,8 +75,12 @@ func (c *testCluster) start(name string, o clusterNodeOptions) *gateway {
 	if url == "" {
 		url = c.redis.URL()
 	}
+	commands := o.commands
+	if commands == "" {
+		commands = c.commands
+	}
 	config := fmt.Sprintf("%s\ncluster:\n  redis: %s\n  prefix: %s\n  node: %s\n  node_timeout: %s\n",
-		c.commands, url, c.prefix, name, c.nodeTimeout)
+		commands, url, c.prefix, name, c.nodeTimeout)
 	g := startGateway(c.t, config, gatewayOptions{dir: o.dir})
 	c.t.Cleanup(func() {
 		if c.t.Failed() {
@@ -824,4 +829,54 @@ func (p *redisProxy) close() {
 	p.ln.Close()
 	p.cut()
 	p.wg.Wait()
+}
+
+// TestClusterIdleExitCountsQueuedWork: a gateway with idle_exit stays up
+// while the cluster's queue holds a job it could take (its command, waiting
+// for the cluster-wide slot), and exits once the queue is empty; a gateway
+// without that command exits idle whatever the queue holds.
+func TestClusterIdleExitCountsQueuedWork(t *testing.T) {
+	const single = `
+shutdown_grace: 500ms
+commands:
+  single:
+    argv: ["sh", "-c", "echo started; sleep 300 | cat"]
+    max_concurrent: 1
+    kill_grace: 2s
+`
+	const idleExit = "idle_exit: 1s\n"
+	c := newCluster(t, single, "busy")
+	cannot := c.start("cannot", clusterNodeOptions{commands: idleExit + `
+commands:
+  other:
+    argv: ["true"]
+`})
+	busy := c.nodes["busy"]
+	first := busy.detach("/v1/commands/single/run")
+	busy.waitRunning(first.ID, 3)
+	second := busy.detach("/v1/commands/single/run")
+	could := c.start("could", clusterNodeOptions{commands: idleExit + single})
+
+	// Three idle_exits later the job still waits for the slot.
+	time.Sleep(3 * time.Second)
+	if got := could.job(second.ID); got.State != "queued" {
+		t.Fatalf("second job %s, want queued behind the first", got.State)
+	}
+	select {
+	case <-could.proc.Exited():
+		t.Fatal("gateway could exited idle while the queue held a job it could take")
+	default:
+	}
+	if err := cannot.wait(10 * time.Second); err != nil {
+		t.Errorf("gateway cannot, without the queued job's command: %v, want an idle exit", err)
+	}
+
+	for _, id := range []string{first.ID, second.ID} {
+		if resp, body := busy.do("POST", "/v1/jobs/"+id+"/cancel", nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("cancel %s = %d %s", id, resp.StatusCode, body)
+		}
+	}
+	if err := could.wait(15 * time.Second); err != nil {
+		t.Errorf("gateway could once the queue is empty: %v, want an idle exit", err)
+	}
 }

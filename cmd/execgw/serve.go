@@ -187,6 +187,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// then give it back slowly. A quiet gateway has the time to do both at
 	// once.
 	idle.OnQuiet(memoryReleaseDelay, releaseMemory)
+	if node != nil {
+		// Queued work this gateway could take keeps it up; Redis away
+		// does not: the queue is kept there, and the others take it.
+		idle.KeepWhile(func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.Cluster.NodeTimeout/3)
+			defer cancel()
+			work, err := node.QueuedWork(ctx)
+			return err == nil && work
+		})
+	}
 	registry := jobs.New(jobs.Options{
 		Store:  store,
 		Output: output,

@@ -281,6 +281,13 @@ func (n *Node) Claim(ctx context.Context, rec jobs.Record) error {
 	return n.check("claim", err)
 }
 
+// QueuedWork reports whether the cluster's queue holds a job this node
+// could take, once a slot frees: one of its commands.
+func (n *Node) QueuedWork(ctx context.Context) (bool, error) {
+	ok, err := n.queue.Waiting(ctx, n.commands)
+	return ok, n.check("queue", err)
+}
+
 // Acquire takes a slot of cmd for job id, run here.
 func (n *Node) Acquire(ctx context.Context, cmd, id string, limit int) (bool, error) {
 	ok, err := n.queue.Acquire(ctx, cmd, id, n.name, limit)

@@ -52,6 +52,8 @@ var (
 	requeueLua string
 	//go:embed lua/freeslots.lua
 	freeSlotsLua string
+	//go:embed lua/waiting.lua
+	waitingLua string
 
 	enqueueScript   = redis.NewScript(recordLua + enqueueLua)
 	takeScript      = redis.NewScript(takeLua)
@@ -60,6 +62,7 @@ var (
 	unqueueScript   = redis.NewScript(recordLua + unqueueLua)
 	requeueScript   = redis.NewScript(requeueLua)
 	freeSlotsScript = redis.NewScript(freeSlotsLua)
+	waitingScript   = redis.NewScript(waitingLua)
 )
 
 // Enqueue stores a new job's record, queued, with the parameters it runs
@@ -206,6 +209,19 @@ func (q *Queue) FreeSlots(ctx context.Context, node string, commands []string) (
 		return 0, fmt.Errorf("free the slots of %s: %w", node, err)
 	}
 	return n, nil
+}
+
+// Waiting reports whether the queue holds a job of one of commands.
+func (q *Queue) Waiting(ctx context.Context, commands []string) (bool, error) {
+	args := []any{q.prefix}
+	for _, c := range commands {
+		args = append(args, c)
+	}
+	n, err := waitingScript.Run(ctx, q.rdb, nil, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("look for queued jobs: %w", err)
+	}
+	return n == 1, nil
 }
 
 // Len is the number of jobs waiting in the queue.

@@ -21,6 +21,8 @@ type Idle struct {
 	timer  *time.Timer
 	done   bool
 
+	busy func() bool // work that is not in progress here: see KeepWhile
+
 	quietAfter time.Duration
 	onQuiet    func()
 	worked     bool // Begin was called since onQuiet last ran
@@ -45,6 +47,16 @@ func (i *Idle) OnQuiet(d time.Duration, fn func()) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	i.quietAfter, i.onQuiet = d, fn
+}
+
+// KeepWhile makes Idle ask busy, once the timeout has passed with nothing in
+// progress, whether there is work all the same (a cluster's queue holding a
+// job this gateway could take); while there is, it waits another timeout.
+// busy may take a while (it may ask Redis): it is called without Idle's lock.
+func (i *Idle) KeepWhile(busy func() bool) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.busy = busy
 }
 
 // Begin marks work in progress.
@@ -102,11 +114,20 @@ func (i *Idle) armLocked() {
 	// the lock and does nothing: Stop's result need not be trusted.
 	i.timer = time.AfterFunc(i.timeout, func() {
 		i.mu.Lock()
+		busy := i.busy
+		i.mu.Unlock()
+		stillBusy := busy != nil && busy()
+		i.mu.Lock()
 		defer i.mu.Unlock()
-		if gen == i.gen && i.active == 0 && !i.done {
-			i.done = true
-			close(i.fired)
+		if gen != i.gen || i.active != 0 || i.done {
+			return
 		}
+		if stillBusy {
+			i.armLocked()
+			return
+		}
+		i.done = true
+		close(i.fired)
 	})
 }
 

@@ -41,6 +41,27 @@ func TestIdleFiresAfterTimeout(t *testing.T) {
 	})
 }
 
+// KeepWhile: work elsewhere holds the exit off a whole timeout at a time,
+// and is asked only once the timeout has passed.
+func TestIdleKeepWhileBusy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var asked atomic.Int32
+		busy := atomic.Bool{}
+		busy.Store(true)
+		i := NewIdle(time.Second)
+		i.KeepWhile(func() bool {
+			asked.Add(1)
+			return busy.Load()
+		})
+		firedAfter(t, i, 3*time.Second, false, "fired while busy")
+		if n := asked.Load(); n != 3 {
+			t.Errorf("busy asked %d times in three timeouts, want 3", n)
+		}
+		busy.Store(false)
+		firedAfter(t, i, time.Second, true, "not fired a timeout after the work went")
+	})
+}
+
 func TestIdleBeginHoldsOff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		i := NewIdle(time.Second)
