@@ -880,3 +880,37 @@ commands:
 		t.Errorf("gateway could once the queue is empty: %v, want an idle exit", err)
 	}
 }
+
+// TestClusterDeleteFromAnyGateway: DELETE on a gateway that does not run
+// the job answers 409 while it runs; once it has ended, DELETE there
+// removes its record and output for the whole cluster.
+func TestClusterDeleteFromAnyGateway(t *testing.T) {
+	c := newCluster(t, clusterSleeperConfig, "a", "b", "c")
+	rec := c.nodes["a"].detach("/v1/commands/sleeper/run")
+	running := c.nodes["a"].waitRunning(rec.ID, 3)
+	runner := running.node()
+	name, other := c.other(runner)
+
+	if resp, body := other.do("DELETE", "/v1/jobs/"+rec.ID, nil); resp.StatusCode != http.StatusConflict {
+		t.Fatalf("DELETE on %s of the job running on %s = %d %s, want 409", name, runner, resp.StatusCode, body)
+	}
+	if resp, body := other.do("POST", "/v1/jobs/"+rec.ID+"/cancel", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("cancel = %d %s", resp.StatusCode, body)
+	}
+	if resp, body := other.do("DELETE", "/v1/jobs/"+rec.ID, nil); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE on %s of the ended job = %d %s, want 204", name, resp.StatusCode, body)
+	}
+	for n, g := range c.nodes {
+		for _, path := range []string{"", "/stdout"} {
+			if resp, body := g.do("GET", "/v1/jobs/"+rec.ID+path, nil); resp.StatusCode != http.StatusNotFound {
+				t.Errorf("GET %s of the deleted job on %s = %d %s, want 404", path, n, resp.StatusCode, body)
+			}
+		}
+		if listed := g.clist(""); len(listed) != 0 {
+			t.Errorf("GET /v1/jobs on %s lists %d jobs after the delete", n, len(listed))
+		}
+	}
+	if n, err := redisClient(t, c.redis).Exists(t.Context(), "{"+c.prefix+"}:out:"+rec.ID+":stdout").Result(); err != nil || n != 0 {
+		t.Errorf("the deleted job's stdout stream in Redis: EXISTS = %d, %v", n, err)
+	}
+}
