@@ -174,13 +174,16 @@ func noOther5xx(t *testing.T, name string, g *gateway) {
 }
 
 // clusterNodes is the gateway's execgw_cluster_nodes metric, or -1.
-func (g *gateway) clusterNodes() int {
+func (g *gateway) clusterNodes() int { return int(g.gauge("execgw_cluster_nodes")) }
+
+// gauge is the value of the metric without labels name, -1 when absent.
+func (g *gateway) gauge(name string) float64 {
 	g.t.Helper()
 	_, body := g.do("GET", "/metrics", nil)
 	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "execgw_cluster_nodes "); ok {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
 			if n, err := strconv.ParseFloat(v, 64); err == nil {
-				return int(n)
+				return n
 			}
 		}
 	}
@@ -912,5 +915,43 @@ func TestClusterDeleteFromAnyGateway(t *testing.T) {
 	}
 	if n, err := redisClient(t, c.redis).Exists(t.Context(), "{"+c.prefix+"}:out:"+rec.ID+":stdout").Result(); err != nil || n != 0 {
 		t.Errorf("the deleted job's stdout stream in Redis: EXISTS = %d, %v", n, err)
+	}
+}
+
+// TestClusterQueuedMetric: execgw_jobs_queued counts the jobs waiting in
+// the cluster's queue on every gateway, whichever received them, and
+// execgw_jobs_running the jobs of each gateway.
+func TestClusterQueuedMetric(t *testing.T) {
+	c := newCluster(t, `
+shutdown_grace: 500ms
+commands:
+  single:
+    argv: ["sh", "-c", "echo started; sleep 300 | cat"]
+    max_concurrent: 1
+    kill_grace: 2s
+`, "a", "b")
+	a, b := c.nodes["a"], c.nodes["b"]
+	first := a.detach("/v1/commands/single/run")
+	a.waitRunning(first.ID, 3)
+	ids := []string{first.ID, a.detach("/v1/commands/single/run").ID, b.detach("/v1/commands/single/run").ID}
+	running := 0.0
+	for name, g := range c.nodes {
+		if q := g.gauge("execgw_jobs_queued"); q != 2 {
+			t.Errorf("execgw_jobs_queued of %s = %v, want the 2 jobs in the cluster's queue", name, q)
+		}
+		running += g.gauge("execgw_jobs_running")
+	}
+	if running != 1 {
+		t.Errorf("execgw_jobs_running over the gateways = %v, want 1", running)
+	}
+	for _, id := range ids {
+		if resp, body := b.do("POST", "/v1/jobs/"+id+"/cancel", nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("cancel %s = %d %s", id, resp.StatusCode, body)
+		}
+	}
+	for name, g := range c.nodes {
+		if q := g.gauge("execgw_jobs_queued"); q != 0 {
+			t.Errorf("execgw_jobs_queued of %s after the cancels = %v, want 0", name, q)
+		}
 	}
 }

@@ -281,6 +281,12 @@ func (n *Node) Claim(ctx context.Context, rec jobs.Record) error {
 	return n.check("claim", err)
 }
 
+// QueueLen is the number of jobs in the cluster's queue.
+func (n *Node) QueueLen(ctx context.Context) (int, error) {
+	l, err := n.queue.Len(ctx)
+	return l, n.check("queue", err)
+}
+
 // QueuedWork reports whether the cluster's queue holds a job this node
 // could take, once a slot frees: one of its commands.
 func (n *Node) QueuedWork(ctx context.Context) (bool, error) {

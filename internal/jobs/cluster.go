@@ -64,6 +64,8 @@ type Cluster interface {
 	// WaitEnded waits until job id has ended, as ended (asked now and
 	// then) or an end message says.
 	WaitEnded(ctx context.Context, id string, ended func(context.Context) (bool, error)) error
+	// QueueLen is the number of jobs in the cluster's queue.
+	QueueLen(ctx context.Context) (int, error)
 	// Queued receives a value when a job was queued anywhere.
 	Queued() <-chan struct{}
 

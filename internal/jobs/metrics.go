@@ -14,8 +14,6 @@ type metrics struct {
 	queueWait *prometheus.HistogramVec
 	cancel    *prometheus.HistogramVec
 	output    *prometheus.CounterVec
-	queued    prometheus.Gauge
-	running   prometheus.GaugeFunc
 }
 
 // cancelTimeout is the reason label of execgw_cancel_seconds for a job
@@ -57,28 +55,28 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "execgw_output_bytes_total",
 			Help: "Bytes jobs wrote, stored or not, by command and stream.",
 		}, []string{"command", "stream"}),
-		queued: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "execgw_jobs_queued",
-			Help: "Jobs waiting for a slot.",
-		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.started, m.finished, m.duration, m.queueWait, m.cancel, m.output, m.queued)
+		reg.MustRegister(m.started, m.finished, m.duration, m.queueWait, m.cancel, m.output)
 	}
 	return m
 }
 
-// registerRunning exports the number of running processes, read from the
-// registry when scraped so that it can never drift from the truth.
-func (m *metrics) registerRunning(reg prometheus.Registerer, running func() float64) {
+// registerGauges exports the numbers of running and of waiting jobs, read
+// from the registry when scraped so that they can never drift from the
+// truth.
+func registerGauges(reg prometheus.Registerer, running, queued func() float64) {
 	if reg == nil {
 		return
 	}
-	m.running = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "execgw_jobs_running",
-		Help: "Jobs holding a slot (running processes).",
-	}, running)
-	reg.MustRegister(m.running)
+		Help: "Jobs holding a slot of this gateway (running processes).",
+	}, running), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "execgw_jobs_queued",
+		Help: "Jobs waiting for a slot: this gateway's, and in a cluster those in the cluster's queue " +
+			"(the same on every gateway).",
+	}, queued))
 }
 
 // startedJob counts a started process and its wait in the queue.

@@ -153,11 +153,11 @@ func New(opts Options) *Registry {
 		commands: opts.Commands,
 		takeWake: make(chan struct{}, 1),
 	}
-	r.metrics.registerRunning(opts.Metrics, func() float64 {
+	registerGauges(opts.Metrics, func() float64 {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		return float64(r.running)
-	})
+	}, r.queuedCount)
 	r.bootID, _ = runner.BootID()
 	r.sid, _ = unix.Getsid(0)
 	r.startTicks, _ = runner.BootTicks()
@@ -320,7 +320,6 @@ func (r *Registry) admitLocked(j *Job) error {
 		r.detachedQueued++
 	}
 	r.queue = append(r.queue, j)
-	r.metrics.queued.Inc()
 	// A job of another command may have room although the head may not.
 	r.admitQueuedLocked()
 	return nil
@@ -365,7 +364,22 @@ func (r *Registry) dequeuedLocked(j *Job) {
 	if j.detached {
 		r.detachedQueued--
 	}
-	r.metrics.queued.Dec()
+}
+
+// queuedCount is the number of jobs waiting for a slot, for the metrics:
+// those waiting here, and the cluster's queue (Redis away: not counted).
+func (r *Registry) queuedCount() float64 {
+	r.mu.Lock()
+	n := len(r.queue)
+	r.mu.Unlock()
+	if r.cluster != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if queued, err := r.cluster.QueueLen(ctx); err == nil {
+			n += queued
+		}
+	}
+	return float64(n)
 }
 
 // forgetLocked releases whatever j holds: its place in the queue or its slot.
