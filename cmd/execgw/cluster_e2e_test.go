@@ -834,12 +834,9 @@ func (p *redisProxy) close() {
 	p.wg.Wait()
 }
 
-// TestClusterIdleExitCountsQueuedWork: a gateway with idle_exit stays up
-// while the cluster's queue holds a job it could take (its command, waiting
-// for the cluster-wide slot), and exits once the queue is empty; a gateway
-// without that command exits idle whatever the queue holds.
-func TestClusterIdleExitCountsQueuedWork(t *testing.T) {
-	const single = `
+// clusterSingleSleeperConfig is a command whose tree runs until it is
+// killed, one at a time in the whole cluster.
+const clusterSingleSleeperConfig = `
 shutdown_grace: 500ms
 commands:
   single:
@@ -847,8 +844,24 @@ commands:
     max_concurrent: 1
     kill_grace: 2s
 `
+
+// cancelAll cancels the jobs ids through g, each answering 200.
+func (g *gateway) cancelAll(ids ...string) {
+	g.t.Helper()
+	for _, id := range ids {
+		if resp, body := g.do("POST", "/v1/jobs/"+id+"/cancel", nil); resp.StatusCode != http.StatusOK {
+			g.t.Fatalf("cancel %s = %d %s", id, resp.StatusCode, body)
+		}
+	}
+}
+
+// TestClusterIdleExitCountsQueuedWork: a gateway with idle_exit stays up
+// while the cluster's queue holds a job it could take (its command, waiting
+// for the cluster-wide slot), and exits once the queue is empty; a gateway
+// without that command exits idle whatever the queue holds.
+func TestClusterIdleExitCountsQueuedWork(t *testing.T) {
 	const idleExit = "idle_exit: 1s\n"
-	c := newCluster(t, single, "busy")
+	c := newCluster(t, clusterSingleSleeperConfig, "busy")
 	cannot := c.start("cannot", clusterNodeOptions{commands: idleExit + `
 commands:
   other:
@@ -858,7 +871,7 @@ commands:
 	first := busy.detach("/v1/commands/single/run")
 	busy.waitRunning(first.ID, 3)
 	second := busy.detach("/v1/commands/single/run")
-	could := c.start("could", clusterNodeOptions{commands: idleExit + single})
+	could := c.start("could", clusterNodeOptions{commands: idleExit + clusterSingleSleeperConfig})
 
 	// Three idle_exits later the job still waits for the slot.
 	time.Sleep(3 * time.Second)
@@ -874,11 +887,7 @@ commands:
 		t.Errorf("gateway cannot, without the queued job's command: %v, want an idle exit", err)
 	}
 
-	for _, id := range []string{first.ID, second.ID} {
-		if resp, body := busy.do("POST", "/v1/jobs/"+id+"/cancel", nil); resp.StatusCode != http.StatusOK {
-			t.Fatalf("cancel %s = %d %s", id, resp.StatusCode, body)
-		}
-	}
+	busy.cancelAll(first.ID, second.ID)
 	if err := could.wait(15 * time.Second); err != nil {
 		t.Errorf("gateway could once the queue is empty: %v, want an idle exit", err)
 	}
@@ -922,14 +931,7 @@ func TestClusterDeleteFromAnyGateway(t *testing.T) {
 // the cluster's queue on every gateway, whichever received them, and
 // execgw_jobs_running the jobs of each gateway.
 func TestClusterQueuedMetric(t *testing.T) {
-	c := newCluster(t, `
-shutdown_grace: 500ms
-commands:
-  single:
-    argv: ["sh", "-c", "echo started; sleep 300 | cat"]
-    max_concurrent: 1
-    kill_grace: 2s
-`, "a", "b")
+	c := newCluster(t, clusterSingleSleeperConfig, "a", "b")
 	a, b := c.nodes["a"], c.nodes["b"]
 	first := a.detach("/v1/commands/single/run")
 	a.waitRunning(first.ID, 3)
@@ -944,11 +946,7 @@ commands:
 	if running != 1 {
 		t.Errorf("execgw_jobs_running over the gateways = %v, want 1", running)
 	}
-	for _, id := range ids {
-		if resp, body := b.do("POST", "/v1/jobs/"+id+"/cancel", nil); resp.StatusCode != http.StatusOK {
-			t.Fatalf("cancel %s = %d %s", id, resp.StatusCode, body)
-		}
-	}
+	b.cancelAll(ids...)
 	for name, g := range c.nodes {
 		if q := g.gauge("execgw_jobs_queued"); q != 0 {
 			t.Errorf("execgw_jobs_queued of %s after the cancels = %v, want 0", name, q)
