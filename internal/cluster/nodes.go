@@ -129,12 +129,19 @@ local t = redis.call('TIME')
 redis.call('ZADD', KEYS[1], t[1] * 1000 + math.floor(t[2] / 1000), ARGV[1])
 return 1`)
 
-// CutOff reports whether Redis has not heard this node for longer than
-// the node timeout: the others then take it for dead.
+// CutOff reports whether Redis has not heard this node for nearly the node
+// timeout, after which the others take it for dead: the node must have
+// stopped its jobs by then, and both sides look only now and then (every
+// tenth of the timeout, at most every half second). So it is cut off a
+// margin early: twice that.
 func (n *Nodes) CutOff() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.now().Sub(n.lastHeard) > n.timeout
+	return n.now().Sub(n.lastHeard) > n.timeout-cutOffMargin(n.timeout)
+}
+
+func cutOffMargin(timeout time.Duration) time.Duration {
+	return 2 * min(timeout/10, 500*time.Millisecond)
 }
 
 // LastHeard is when Redis last took a heartbeat of this node.

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -88,6 +89,45 @@ func TestNodesCutOff(t *testing.T) {
 			t.Fatal("still CutOff 10 s after Redis came back")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A node takes itself for cut off a margin before the others can take it
+// for dead: at worst one tick of its watch and one of theirs apart, it
+// has stopped its jobs before they record them interrupted.
+func TestNodesCutOffBeforeDead(t *testing.T) {
+	srv := redistest.Start(t)
+	const timeout = time.Hour // no heartbeat but the first
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	n, err := JoinCluster(context.Background(), NodesOptions{
+		Client: newClient(t, srv), Prefix: "test", Name: "a", Timeout: timeout, Now: clock,
+		Log: zerolog.New(zerolog.NewTestWriter(t)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Leave(context.Background()) })
+	joined := clock()
+	for _, tc := range []struct {
+		since time.Duration
+		want  bool
+	}{
+		{timeout - time.Second - time.Millisecond, false},
+		{timeout - time.Second + time.Millisecond, true},
+		{timeout, true},
+	} {
+		mu.Lock()
+		now = joined.Add(tc.since)
+		mu.Unlock()
+		if got := n.CutOff(); got != tc.want {
+			t.Errorf("CutOff %v after the last heartbeat (node_timeout %v) = %v, want %v", tc.since, timeout, got, tc.want)
+		}
 	}
 }
 
