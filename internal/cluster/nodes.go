@@ -9,6 +9,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+
+	"github.com/execgw/execgw/internal/jobs"
 )
 
 // Nodes is this gateway's membership of the cluster: it says it is alive
@@ -131,17 +133,12 @@ return 1`)
 
 // CutOff reports whether Redis has not heard this node for nearly the node
 // timeout, after which the others take it for dead: the node must have
-// stopped its jobs by then, and both sides look only now and then (every
-// tenth of the timeout, at most every half second). So it is cut off a
-// margin early: twice that.
+// stopped its jobs by then, and both sides look only once a
+// jobs.WatchInterval. So it is cut off a margin early: two intervals.
 func (n *Nodes) CutOff() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.now().Sub(n.lastHeard) > n.timeout-cutOffMargin(n.timeout)
-}
-
-func cutOffMargin(timeout time.Duration) time.Duration {
-	return 2 * min(timeout/10, 500*time.Millisecond)
+	return n.now().Sub(n.lastHeard) > n.timeout-2*jobs.WatchInterval(n.timeout)
 }
 
 // LastHeard is when Redis last took a heartbeat of this node.

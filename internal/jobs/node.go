@@ -313,14 +313,21 @@ func (r *Registry) CancelHere(id, reason string) {
 	}
 }
 
+// WatchInterval is how often a node of a cluster whose node timeout is
+// timeout looks whether it is cut off, and for dead nodes.
+func WatchInterval(timeout time.Duration) time.Duration {
+	return min(timeout/10, 500*time.Millisecond)
+}
+
 // watchCluster stops this node's jobs when it is cut off from Redis for
 // longer than the node timeout, and resolves the jobs of dead nodes, until
 // ctx is done.
 func (r *Registry) watchCluster(ctx context.Context) {
 	timeout := r.cluster.Timeout()
-	// Cut off, the node stops its jobs within a tick of the timeout; a
-	// dead node's jobs are recorded interrupted within a tick of it.
-	t := time.NewTicker(min(timeout/10, 500*time.Millisecond))
+	// Cut off, the node stops its jobs (a margin before the timeout: see
+	// cluster.Nodes.CutOff); a dead node's jobs are recorded interrupted
+	// within a tick of it.
+	t := time.NewTicker(WatchInterval(timeout))
 	defer t.Stop()
 	cutOff := false
 	for {
